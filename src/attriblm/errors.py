@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+Any :class:`AttriblmError` raised from the library reaches the command line as one line on
+stderr and exit code 2. The message must name the file, row, option or name at fault.
+"""
+
+from __future__ import annotations
+
+
+class AttriblmError(Exception):
+    """Bad input or configuration the user can fix; the CLI prints it and exits with code 2."""
+
+
+class DataError(AttriblmError):
+    """A data file is missing, unreadable or malformed (the message names the file and row)."""
+
+
+class ModelError(AttriblmError):
+    """A model, tokenizer or adapter cannot be loaded or does not fit (the message names it)."""
+
+
+class ConfigError(AttriblmError):
+    """An option has an invalid value or names something unknown (a method, a task, ...)."""
