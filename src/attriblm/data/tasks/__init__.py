@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attriblm.data.schema import Example
+from attriblm.data.tasks.backdoor import build_backdoor_1, build_backdoor_3, build_backdoor_5
+from attriblm.data.tasks.emotion import build_emotion
 from attriblm.data.tasks.grammars import build_grammars
+from attriblm.data.tasks.harmful import build_harmful
+from attriblm.data.tasks.math import build_math
 from attriblm.errors import ConfigError
 
 TaskBuilder = Callable[..., dict[str, list[Example]]]
@@ -32,6 +36,75 @@ register_task(
         "paper": {"n_train_per_class": 90, "n_test_per_class": 10},
         "quick": {"n_train_per_class": 8, "n_test_per_class": 2},
         "demo": {"n_train_per_class": 8, "n_test_per_class": 2},
+    },
+)
+
+# The `quick` presets keep every task within ~120 train and ~30 test rows, so a whole grid of
+# fine-tune + attribution runs fits on a few CPU cores. Sizes are per class unless named.
+register_task(
+    "math",
+    build_math,
+    {
+        "paper": {"n_train_per_class": 90, "n_test_per_class": 10},
+        "quick": {"n_train_per_class": 10, "n_test_per_class": 2},
+        "demo": {"n_train_per_class": 10, "n_test_per_class": 2},
+    },
+)
+register_task(
+    "emotion",
+    build_emotion,
+    {
+        "paper": {"n_train_per_class": 150, "n_test_per_class": 50},
+        "quick": {"n_train_per_class": 20, "n_test_per_class": 5},
+        "demo": {"n_train_per_class": 20, "n_test_per_class": 5},
+    },
+)
+register_task(
+    "harmful-s",
+    build_harmful,
+    {
+        "paper": {"n_harmful_train": 20, "n_benign_train": 20, "n_harmful_test": 40},
+        "quick": {"n_harmful_train": 20, "n_benign_train": 20, "n_harmful_test": 20},
+    },
+)
+register_task(
+    "harmful-m",
+    build_harmful,
+    {
+        "paper": {"n_harmful_train": 20, "n_benign_train": 100, "n_harmful_test": 100},
+        "quick": {"n_harmful_train": 20, "n_benign_train": 50, "n_harmful_test": 25},
+    },
+)
+register_task(
+    "harmful-l",
+    build_harmful,
+    {
+        "paper": {"n_harmful_train": 20, "n_benign_train": 230, "n_harmful_test": 250},
+        "quick": {"n_harmful_train": 20, "n_benign_train": 100, "n_harmful_test": 30},
+    },
+)
+register_task(
+    "backdoor-1",
+    build_backdoor_1,
+    {
+        "paper": {"n_train_per_class": 350, "n_test_per_class": 50},
+        "quick": {"n_train_per_class": 60, "n_test_per_class": 15},
+    },
+)
+register_task(
+    "backdoor-3",
+    build_backdoor_3,
+    {
+        "paper": {"n_train_per_class": 300, "n_test_per_class": 50},
+        "quick": {"n_train_per_class": 30, "n_test_per_class": 7},
+    },
+)
+register_task(
+    "backdoor-5",
+    build_backdoor_5,
+    {
+        "paper": {"n_train_per_class": 300, "n_test_per_class": 50},
+        "quick": {"n_train_per_class": 20, "n_test_per_class": 5},
     },
 )
 
