@@ -1,0 +1,326 @@
+"""LoRA fine-tuning with one adapter checkpoint per epoch (the study's recipe by default).
+
+Recipe: AdamW over the LoRA matrices only, linear learning-rate decay (no warmup by default),
+batches drawn from a permutation of the training set reshuffled every epoch by a
+``torch.Generator`` seeded with ``settings.seed``. The objective is the batch mean of
+:func:`attriblm.train.loss.per_example_loss` (token-mean loss per example, then mean over
+examples) — the same function per-example gradient features differentiate.
+
+Output directory layout::
+
+    checkpoints/epoch-001/ ...   PEFT adapter after each epoch (adapter_model.safetensors + config)
+    adapter/                     the final adapter (same weights as the last checkpoint)
+    train_log.json               per-step and per-epoch records (see :func:`finetune`)
+    config.yaml                  resolved TrainSettings, model identity, data source
+
+Every file and adapter directory is written atomically (temporary sibling, then ``os.replace``).
+Re-running into the same directory replaces the previous run's files.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from attriblm.data.schema import Example
+from attriblm.errors import ConfigError, DataError, ModelError
+from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
+from attriblm.models.loading import LoadedModel
+from attriblm.models.lora import LoraSettings, add_lora, has_lora
+from attriblm.train.loss import per_example_loss
+
+ProgressFn = Callable[[int, int, float], None]
+CHECKPOINT_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+TRAIN_LOG = "train_log.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TrainSettings:
+    """Fine-tuning hyper-parameters; defaults are the study's (10 epochs; 50 for harmful mixes)."""
+
+    epochs: int = 10
+    lr: float = 5e-5
+    batch_size: int = 24
+    max_length: int = 128
+    seed: int = 42
+    loss_mask: str = "response"
+    template: str = "llama2"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def to_dict(self) -> dict:
+        """Plain, YAML-friendly form (``lora`` as a nested mapping)."""
+        data = asdict(self)
+        data["lora"] = self.lora.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting(s) {unknown}; expected some of {sorted(known)}"
+            )
+        values = dict(data)
+        if isinstance(values.get("lora"), dict):
+            values["lora"] = LoraSettings.from_dict(values["lora"])
+        return cls(**values)
+
+    def validate(self) -> None:
+        """ConfigError (naming the CLI option) for values no run can use."""
+        checks = (
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("max_length", self.max_length >= 2, "at least 2"),
+            ("lr", self.lr > 0, "positive"),
+            ("weight_decay", self.weight_decay >= 0, "non-negative"),
+            ("warmup_steps", self.warmup_steps >= 0, "non-negative"),
+        )
+        for name, ok, requirement in checks:
+            if not ok:
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} must be {requirement}, got {getattr(self, name)!r}")
+        self.lora.validate()
+
+
+@dataclass
+class FinetuneResult:
+    """Where a run's outputs are; ``epoch_lrs[e]`` weights checkpoint ``e`` in TracIn."""
+
+    out_dir: Path
+    adapter_dir: Path
+    checkpoints: list[Path]
+    epoch_lrs: list[float]
+    losses: list[float]
+
+
+def read_train_config(path: Path | str) -> tuple[TrainSettings, dict]:
+    """Read a ``config.yaml`` written by :func:`finetune`: ``(settings, full mapping)``."""
+    data = read_yaml(path)
+    if not isinstance(data, dict) or "train" not in data:
+        raise ConfigError(f"{path} is not a fine-tuning config (no 'train' section)")
+    return TrainSettings.from_dict(data["train"]), data
+
+
+def finetune(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    settings: TrainSettings,
+    out_dir: Path | str,
+    *,
+    data_source: str = "<examples>",
+    progress: ProgressFn | None = None,
+) -> FinetuneResult:
+    """Add a LoRA adapter to ``loaded.model`` and train it on ``examples``; see the module doc.
+
+    ``loaded.model`` must be a plain model (ModelError if it already has an adapter); on return
+    ``loaded.model`` is the trained ``PeftModel`` in ``eval()`` mode and ``loaded.identity``
+    names the final adapter. ``progress(step, total_steps, loss)`` is called after every
+    optimiser step (``step`` from 1).
+
+    ``train_log.json``: ``steps`` (``epoch``, ``step``, ``loss`` = batch mean of the per-example
+    losses, ``lr`` used by that step), ``epochs`` (``epoch``, ``mean_loss`` over its steps,
+    ``lr`` = the learning rate of the epoch's last step, i.e. the one in force when the
+    checkpoint was taken, ``lr_next`` = the scheduler's value after it, ``wall_s``,
+    ``checkpoint``), plus ``n_examples``, ``n_truncated``, ``steps_per_epoch``, ``total_steps``.
+    """
+    settings.validate()
+    if has_lora(loaded.model):
+        raise ModelError("finetune needs a plain base model, but the loaded model has an adapter")
+    out = _prepare_out_dir(out_dir)
+    encoded = _encode(examples, loaded.tokenizer, settings, data_source)
+    model = add_lora(loaded.model, settings.lora, seed=settings.seed)
+    base_name = loaded.identity.get("path") or loaded.identity.get("spec")
+    model.peft_config["default"].base_model_name_or_path = base_name
+    _write_config(out, settings, loaded.identity, data_source, len(encoded))
+
+    batches = _Batches(encoded, settings.batch_size, _pad_token_id(loaded.tokenizer), settings.seed)
+    total_steps = batches.steps_per_epoch * settings.epochs
+    optimizer, scheduler = _optimizer(model, settings, total_steps)
+    log = {
+        "n_examples": len(encoded),
+        "n_truncated": sum(item.truncated for item in encoded),
+        "steps_per_epoch": batches.steps_per_epoch,
+        "total_steps": total_steps,
+        "loss": "mean over the batch of per-example token-mean cross-entropy",
+        "loss_mask": settings.loss_mask,
+        "steps": [],
+        "epochs": [],
+    }
+    device = next(model.parameters()).device
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(settings.seed)  # LoRA dropout masks
+        model.train()
+        try:
+            for epoch in range(1, settings.epochs + 1):
+                started = time.perf_counter()
+                lr = _train_epoch(model, batches, optimizer, scheduler, epoch, log, progress)
+                checkpoint = _save_adapter(model, out / CHECKPOINT_DIR / f"epoch-{epoch:03d}")
+                epoch_losses = [entry["loss"] for entry in log["steps"] if entry["epoch"] == epoch]
+                log["epochs"].append(
+                    {
+                        "epoch": epoch,
+                        "mean_loss": sum(epoch_losses) / len(epoch_losses),
+                        "lr": lr,
+                        "lr_next": scheduler.get_last_lr()[0],
+                        "wall_s": time.perf_counter() - started,
+                        "checkpoint": str(checkpoint.relative_to(out)),
+                    }
+                )
+                write_json(out / TRAIN_LOG, log)
+        finally:
+            model.eval()
+    _prune_stale_checkpoints(out / CHECKPOINT_DIR, settings.epochs)
+    adapter_dir = _save_adapter(model, out / ADAPTER_DIR)
+    loaded.model = model
+    loaded.identity["adapter"] = str(adapter_dir)
+    return FinetuneResult(
+        out_dir=out,
+        adapter_dir=adapter_dir,
+        checkpoints=[out / entry["checkpoint"] for entry in log["epochs"]],
+        epoch_lrs=[entry["lr"] for entry in log["epochs"]],
+        losses=[entry["loss"] for entry in log["steps"]],
+    )
+
+
+def _encode(examples: Sequence[Example], tokenizer, settings: TrainSettings, source: str) -> list:
+    """``encode_examples`` under the run's settings; warns once about truncated examples."""
+    from attriblm.data.tokenize import encode_examples
+
+    if not examples:
+        raise DataError(f"{source}: no training examples")
+    encoded = encode_examples(
+        examples,
+        tokenizer,
+        template=settings.template,
+        loss_mask=settings.loss_mask,
+        max_length=settings.max_length,
+        source=source,
+    )
+    n_truncated = sum(item.truncated for item in encoded)
+    if n_truncated:
+        warnings.warn(
+            f"{source}: {n_truncated} of {len(encoded)} examples truncated to "
+            f"max_length={settings.max_length} tokens",
+            stacklevel=3,
+        )
+    return encoded
+
+
+def _train_epoch(model, batches, optimizer, scheduler, epoch: int, log: dict, progress) -> float:
+    """One pass over a fresh permutation; appends step records; returns the last step's lr."""
+    device = next(model.parameters()).device
+    total_steps = log["total_steps"]
+    lr = scheduler.get_last_lr()[0]
+    for batch in batches.epoch():
+        lr = scheduler.get_last_lr()[0]
+        loss = _train_step(model, batch, device, optimizer, scheduler)
+        step = len(log["steps"]) + 1
+        log["steps"].append({"epoch": epoch, "step": step, "loss": loss, "lr": lr})
+        if progress is not None:
+            progress(step, total_steps, loss)
+    return lr
+
+
+class _Batches:
+    """Collated batches of a fresh permutation per epoch, drawn from one seeded generator."""
+
+    def __init__(self, encoded: list, batch_size: int, pad_token_id: int, seed: int) -> None:
+        self.encoded = encoded
+        self.batch_size = batch_size
+        self.pad_token_id = pad_token_id
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps_per_epoch = math.ceil(len(encoded) / batch_size)
+
+    def epoch(self) -> Iterator[dict[str, torch.Tensor]]:
+        from attriblm.data.tokenize import collate
+
+        order = torch.randperm(len(self.encoded), generator=self.generator).tolist()
+        for start in range(0, len(order), self.batch_size):
+            rows = [self.encoded[i] for i in order[start : start + self.batch_size]]
+            yield collate(rows, self.pad_token_id)
+
+
+def _prepare_out_dir(out_dir: Path | str) -> Path:
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output directory {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def _pad_token_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise ModelError("the tokenizer has neither a pad nor an eos token")
+    return int(pad)
+
+
+def _optimizer(model: torch.nn.Module, settings: TrainSettings, total_steps: int):
+    """AdamW over the trainable (LoRA) parameters and a linear schedule to zero."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ModelError("the LoRA-wrapped model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, total_steps)
+    return optimizer, scheduler
+
+
+def _train_step(model, batch: dict[str, torch.Tensor], device, optimizer, scheduler) -> float:
+    """One optimiser step on ``mean(per_example_loss)``; returns that loss."""
+    outputs = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        use_cache=False,
+    )
+    loss = per_example_loss(outputs.logits, batch["labels"].to(device)).mean()
+    if not torch.isfinite(loss):
+        raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _save_adapter(model, final: Path) -> Path:
+    """``save_pretrained`` the adapter into a temporary sibling, then move it onto ``final``."""
+    with staged_directory(final) as staging:
+        model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
+    return final
+
+
+def _prune_stale_checkpoints(checkpoint_dir: Path, epochs: int) -> None:
+    """Remove ``epoch-NNN`` directories beyond ``epochs`` left by an earlier, longer run."""
+    for path in checkpoint_dir.glob("epoch-*"):
+        suffix = path.name.removeprefix("epoch-")
+        if suffix.isdigit() and int(suffix) > epochs and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_config(out: Path, settings: TrainSettings, identity: dict, source: str, n: int) -> None:
+    write_yaml(
+        out / CONFIG_FILE,
+        {
+            "train": settings.to_dict(),
+            "model": dict(identity),
+            "data": {"source": source, "n_examples": n},
+        },
+    )
