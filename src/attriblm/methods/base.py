@@ -1,0 +1,262 @@
+"""The attribution-method interface: features in, a score matrix out.
+
+Conventions (DESIGN §2), shared by every method:
+
+* **Score matrix** ``[n_query, n_train]`` float32; rows follow the query order, columns the train
+  order of the :class:`FeatureSet` s.
+* **Sign**: ``s(q, i) = v_qᵀ Ĥ⁻¹ g_i``; larger = more supportive (training on ``i`` lowers the
+  query's loss). The paper's influence is ``I = −s``; ranking by ``s`` descending is its ranking.
+* **Blocks**: one gradient block per LoRA matrix; the curvature is block-diagonal, so each block
+  is preconditioned on its own and scores sum over blocks. ``H_b = G_bᵀ G_b / n`` (empirical
+  Fisher) and ``λ_b`` comes from :class:`~attriblm.methods.damping.Damping`.
+* All linear algebra runs in float64; only the returned scores are float32.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from attriblm.errors import ConfigError, DataError
+from attriblm.methods.damping import Damping
+
+
+@dataclass
+class FeatureSet:
+    """Per-example features of one example set (train or queries), rows in file order.
+
+    Attributes:
+        grads: block name → ``[n, d_b]`` float32 per-example loss gradients, one block per LoRA
+            matrix; train and queries carry the same block names.
+        reprs: ``[n, h]`` representation vectors (for RepSim).
+        checkpoint_grads: one ``grads``-shaped dict per saved checkpoint (reserved for TracIn).
+    """
+
+    grads: dict[str, Tensor] | None = None
+    reprs: Tensor | None = None
+    checkpoint_grads: list[dict[str, Tensor]] | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of examples (rows); 0 when the set holds no features."""
+        if self.grads:
+            return int(next(iter(self.grads.values())).shape[0])
+        if self.reprs is not None:
+            return int(self.reprs.shape[0])
+        if self.checkpoint_grads and self.checkpoint_grads[0]:
+            return int(next(iter(self.checkpoint_grads[0].values())).shape[0])
+        return 0
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns.
+
+    Attributes:
+        scores: ``[n_query, n_train]`` float32, larger = more supportive (DESIGN §2).
+        info: JSON-serialisable facts needed to judge the numbers (λ per block, iterations,
+            residuals, convergence flags, options).
+    """
+
+    scores: Tensor
+    info: dict
+
+
+class AttributionMethod(ABC):
+    """One attribution method. Options are constructor keyword arguments.
+
+    Class attributes:
+        name: the registry / ``--method`` name.
+        needs: ``"gradients"`` or ``"representations"``.
+        summary: one line for ``--help`` and docs.
+    """
+
+    name: ClassVar[str]
+    needs: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def score(self, train: FeatureSet, queries: FeatureSet) -> MethodOutput:
+        """Scores ``[queries.n, train.n]`` float32 (larger = more supportive) and info."""
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options in force, JSON-serialisable (recorded in ``info``)."""
+        return {}
+
+    def _base_info(self, train: FeatureSet, queries: FeatureSet) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "needs": self.needs,
+            "options": self.options(),
+            "n_train": train.n,
+            "n_query": queries.n,
+            "sign": "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)",
+        }
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"{what} contain NaN or infinite values")
+
+
+def check_gradients(method: str, train: FeatureSet, queries: FeatureSet) -> list[str]:
+    """Validate a train/query gradient pair; returns the block names (train order).
+
+    Raises ConfigError when gradients are missing and DataError when blocks, shapes or values
+    do not fit (the message names the block).
+    """
+    for which, fs in (("train", train), ("query", queries)):
+        if fs.grads is None:
+            raise ConfigError(
+                f"method '{method}' needs per-example gradients, but the {which} features have none"
+            )
+        if not fs.grads:
+            raise DataError(f"the {which} features have no gradient blocks")
+    blocks = list(train.grads)
+    missing_q = [b for b in blocks if b not in queries.grads]
+    missing_t = [b for b in queries.grads if b not in train.grads]
+    if missing_q or missing_t:
+        raise DataError(
+            "train and query gradients have different blocks: "
+            f"missing from queries {missing_q[:5]}, missing from train {missing_t[:5]}"
+        )
+    n = train.grads[blocks[0]].shape[0] if train.grads[blocks[0]].ndim == 2 else -1
+    m = queries.grads[blocks[0]].shape[0] if queries.grads[blocks[0]].ndim == 2 else -1
+    for b in blocks:
+        g, v = train.grads[b], queries.grads[b]
+        if g.ndim != 2 or v.ndim != 2:
+            raise DataError(
+                f"gradient block '{b}' must be 2-D [n, d]; got train {list(g.shape)}, "
+                f"queries {list(v.shape)}"
+            )
+        if g.shape[1] != v.shape[1]:
+            raise DataError(
+                f"gradient block '{b}' has width {g.shape[1]} for train but {v.shape[1]} for "
+                "queries"
+            )
+        if g.shape[0] != n or v.shape[0] != m:
+            raise DataError(
+                f"gradient block '{b}' has {g.shape[0]} train / {v.shape[0]} query rows; "
+                f"block '{blocks[0]}' has {n} / {m}"
+            )
+        _check_finite(g, f"train gradients of block '{b}'")
+        _check_finite(v, f"query gradients of block '{b}'")
+    if n == 0 or m == 0:
+        raise DataError(f"nothing to attribute: {n} train and {m} query examples")
+    return blocks
+
+
+def check_representations(method: str, train: FeatureSet, queries: FeatureSet) -> None:
+    """Validate a train/query representation pair (``[n, h]`` each, same ``h``, finite)."""
+    for which, fs in (("train", train), ("query", queries)):
+        if fs.reprs is None:
+            raise ConfigError(
+                f"method '{method}' needs representations, but the {which} features have none"
+            )
+        if fs.reprs.ndim != 2:
+            raise DataError(
+                f"{which} representations must be 2-D [n, h], got {list(fs.reprs.shape)}"
+            )
+        _check_finite(fs.reprs, f"{which} representations")
+    if train.reprs.shape[1] != queries.reprs.shape[1]:
+        raise DataError(
+            f"train representations have width {train.reprs.shape[1]} but queries "
+            f"{queries.reprs.shape[1]}"
+        )
+    if train.reprs.shape[0] == 0 or queries.reprs.shape[0] == 0:
+        raise DataError(
+            f"nothing to attribute: {train.reprs.shape[0]} train and "
+            f"{queries.reprs.shape[0]} query examples"
+        )
+
+
+def cosine_from_parts(dots: Tensor, q_sq: Tensor, t_sq: Tensor) -> Tensor:
+    """Cosine ``[m, n]`` from dot products ``[m, n]`` and squared norms ``[m]``, ``[n]``.
+
+    A pair where either vector has zero norm gets cosine 0 (no direction, no evidence).
+    """
+    denom = q_sq.sqrt()[:, None] * t_sq.sqrt()[None, :]
+    return torch.where(denom > 0, dots / denom.clamp_min(torch.finfo(dots.dtype).tiny), 0.0)
+
+
+class PreconditionedGradientMethod(AttributionMethod):
+    """Template for ``s = Σ_b (Ĥ_b⁻¹ v_b) · g_b``: subclasses supply ``Ĥ_b⁻¹ v``.
+
+    The base validates the features, computes ``λ_b`` per block (when ``damped``), calls
+    :meth:`precondition` (or :meth:`precondition_blocks`) in float64, and sums ``U_b G_bᵀ`` over
+    blocks. Per-block facts recorded with :meth:`record` end up in ``info["blocks"]``.
+    """
+
+    needs: ClassVar[str] = "gradients"
+    damped: ClassVar[bool] = True
+
+    def __init__(self, damping: Damping | None = None) -> None:
+        self.damping = damping if damping is not None else Damping()
+        self._block_info: dict[str, dict[str, Any]] = {}
+
+    @abstractmethod
+    def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
+        """``Ĥ_b⁻¹ v`` for each row of ``queries [m, d]`` given ``train [n, d]`` (float64).
+
+        ``damping`` is ``λ_b`` (0.0 for methods that do not damp). Returns ``[m, d]`` float64.
+        """
+
+    def precondition_blocks(
+        self, train: dict[str, Tensor], queries: dict[str, Tensor], dampings: dict[str, float]
+    ) -> dict[str, Tensor]:
+        """All blocks at once (inputs in their stored dtype); default: one block at a time.
+
+        Override to batch blocks together; return float64 ``[m, d_b]`` per block.
+        """
+        return {
+            b: self.precondition(b, queries[b].double(), train[b].double(), dampings[b])
+            for b in train
+        }
+
+    def record(self, block: str, **facts: Any) -> None:
+        """Attach JSON-serialisable facts about ``block`` to ``info["blocks"][block]``."""
+        self._block_info.setdefault(block, {}).update(facts)
+
+    def summarize(self, blocks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Method-level summary of the per-block facts, merged into ``info``."""
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        return {"damping": self.damping.to_dict()} if self.damped else {}
+
+    def preconditioned(
+        self, train: FeatureSet, queries: FeatureSet
+    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Per-block preconditioned query vectors ``{block: [m, d_b]}`` (float64) and info."""
+        blocks = check_gradients(self.name, train, queries)
+        self._block_info = {b: {"d": int(train.grads[b].shape[1])} for b in blocks}
+        train_g = {b: train.grads[b] for b in blocks}
+        query_g = {b: queries.grads[b] for b in blocks}
+        if self.damped:
+            dampings = {b: self.damping.lambda_for(train_g[b], block=b) for b in blocks}
+        else:
+            dampings = dict.fromkeys(blocks, 0.0)
+        u = self.precondition_blocks(train_g, query_g, dampings)
+        info = self._base_info(train, queries)
+        if self.damped:
+            info["damping"] = self.damping.to_dict()
+            info["lambda"] = dampings
+        else:
+            info["damping"] = f"none: {self.name} does not damp (Ĥ = I)"
+            info["lambda"] = None
+        info["blocks"] = self._block_info
+        info.update(self.summarize(self._block_info))
+        return {b: u[b] for b in blocks}, info
+
+    def score(self, train: FeatureSet, queries: FeatureSet) -> MethodOutput:
+        """``s = Σ_b U_b G_bᵀ`` ``[m, n]`` float32, ``U_b`` from :meth:`preconditioned`."""
+        u, info = self.preconditioned(train, queries)
+        device = next(iter(u.values())).device
+        scores = torch.zeros(queries.n, train.n, dtype=torch.float64, device=device)
+        for b, ub in u.items():
+            scores.addmm_(ub, train.grads[b].to(device=ub.device, dtype=torch.float64).T)
+        return MethodOutput(scores=scores.float(), info=info)

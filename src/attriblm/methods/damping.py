@@ -1,0 +1,72 @@
+"""Per-block damping λ for the curvature ``H_b + λ_b I`` (DESIGN §2).
+
+The default is the paper / DataInf convention, ``λ_b = 0.1 · mean_i mean_j g_{i,b,j}²`` over the
+training gradients of block ``b``. ``mode="absolute"`` uses ``value`` itself for every block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from attriblm.errors import ConfigError
+
+DAMPING_MODES = ("relative", "absolute")
+
+
+@dataclass
+class Damping:
+    """How λ is chosen per block.
+
+    Attributes:
+        mode: ``"relative"`` (λ = value · mean of the squared train gradient entries of the
+            block; the paper's rule with value 0.1) or ``"absolute"`` (λ = value).
+        value: the factor (relative) or λ itself (absolute); must be a finite number > 0.
+    """
+
+    mode: str = "relative"
+    value: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in DAMPING_MODES:
+            raise ConfigError(
+                f"unknown damping mode '{self.mode}' (--damping-mode); "
+                f"available: {', '.join(DAMPING_MODES)}"
+            )
+        try:
+            self.value = float(self.value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"damping value must be a number (--damping), got {self.value!r}"
+            ) from None
+        if not math.isfinite(self.value) or self.value <= 0:
+            raise ConfigError(
+                f"damping value must be a finite number > 0 (--damping), got {self.value}"
+            )
+
+    def lambda_for(self, block_grads: torch.Tensor, block: str | None = None) -> float:
+        """λ for one block from its training gradients ``[n, d]`` (computed in float64).
+
+        Raises ConfigError naming ``block`` if λ would be 0 or not finite (e.g. all-zero or
+        non-finite gradients): an undamped singular ``H_b`` has no inverse.
+        """
+        if self.mode == "absolute":
+            return self.value
+        where = f"block '{block}'" if block is not None else "a gradient block"
+        if block_grads.numel() == 0:
+            raise ConfigError(f"cannot set relative damping for {where}: it has no gradients")
+        mean_sq = float(block_grads.double().square().mean())
+        lam = self.value * mean_sq
+        if not math.isfinite(lam) or lam <= 0:
+            raise ConfigError(
+                f"relative damping gives λ = {lam} for {where} (mean squared gradient "
+                f"{mean_sq}); the block's training gradients are all zero or not finite. "
+                "Use an absolute damping (--damping-mode absolute) or drop the block."
+            )
+        return lam
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable description, for ``info``."""
+        return {"mode": self.mode, "value": self.value}

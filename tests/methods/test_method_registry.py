@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from attriblm.errors import ConfigError
+from attriblm.methods import (
+    AttributionMethod,
+    FeatureSet,
+    available_methods,
+    create_method,
+    expand_method_names,
+    register,
+)
+from attriblm.methods import registry as registry_module
+from attriblm.methods.damping import Damping
+
+ALL = ["gradsim", "gradcos", "repsim", "datainf", "lissa-paper", "lissa", "exact"]
+
+
+def test_all_methods_registered_in_order():
+    assert available_methods() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_create_with_defaults_and_with_damping(name):
+    method = create_method(name)
+    assert isinstance(method, AttributionMethod)
+    assert type(method).name == name
+    assert method.needs in ("gradients", "representations")
+    assert isinstance(method.summary, str) and method.summary
+    # the attribute pipeline passes a damping to every method
+    assert type(create_method(name, damping=Damping("absolute", 0.5))) is type(method)
+
+
+def test_paper_variant_is_labelled():
+    assert "paper variant" in create_method("lissa-paper").summary
+
+
+def test_unknown_method_message():
+    with pytest.raises(ConfigError) as err:
+        create_method("influence")
+    assert str(err.value) == ("unknown method 'influence' (--method); available: " + ", ".join(ALL))
+
+
+def test_unknown_option():
+    with pytest.raises(ConfigError, match="does not accept option"):
+        create_method("exact", iterations=3)
+
+
+def test_expand_all_dedup_and_order():
+    assert expand_method_names(["all"]) == ALL
+    assert expand_method_names(["exact", "all"]) == ["exact", *[m for m in ALL if m != "exact"]]
+    assert expand_method_names(["lissa", "gradsim", "lissa"]) == ["lissa", "gradsim"]
+    assert expand_method_names("all") == ALL
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        expand_method_names(["gradsim", "nope"])
+
+
+def test_register_rejects_duplicates(monkeypatch):
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+
+    class Dup(AttributionMethod):
+        name = "gradsim"
+        needs = "gradients"
+        summary = "duplicate"
+
+        def score(self, train, queries):  # pragma: no cover
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Dup)
+
+
+def test_every_method_scores_with_json_info(make_features):
+    train, queries = make_features(seed=2, n=10, m=3)
+    gen = torch.Generator().manual_seed(0)
+    train.reprs = torch.randn(10, 8, generator=gen)
+    queries.reprs = torch.randn(3, 8, generator=gen)
+    for name in ALL:
+        opts = {"max_iter": 50} if name == "lissa" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = create_method(name, **opts).score(train, queries)
+        assert out.scores.shape == (3, 10), name
+        assert out.scores.dtype == torch.float32, name
+        assert torch.isfinite(out.scores).all(), name
+        json.dumps(out.info, allow_nan=False)
+        assert out.info["method"] == name
+
+
+def test_feature_set_n():
+    assert FeatureSet().n == 0
+    assert FeatureSet(grads={"a": torch.zeros(4, 2)}).n == 4
+    assert FeatureSet(reprs=torch.zeros(3, 2)).n == 3
