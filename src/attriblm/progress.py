@@ -25,7 +25,7 @@ StageProgress = Callable[[str, int], Callable[[int], None]]
 def stage_progress(enabled: bool = True) -> Iterator[StageProgress]:
     """Yield ``make(description, total)``; each call adds a bar and returns ``advance(n)``."""
     if not enabled:
-        yield lambda _description, _total: (lambda _n: None)
+        yield lambda _description, _total: lambda _n: None
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -42,3 +42,15 @@ def stage_progress(enabled: bool = True) -> Iterator[StageProgress]:
             return lambda n: progress.advance(task, n)
 
         yield make
+
+
+def step_callback(progress: StageProgress, description: str) -> Callable[[int, int, float], None]:
+    """Adapt ``progress`` to a trainer's ``callback(step, total_steps, loss)``: one bar, lazily."""
+    bar: dict[str, Callable[[int], None]] = {}
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if "advance" not in bar:
+            bar["advance"] = progress(description, total)
+        bar["advance"](1)
+
+    return on_step

@@ -27,9 +27,7 @@ def _loop_gradients(model, encoded, pad_id) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("loss_mask", ["response", "full", "paper"])
 def test_batched_equals_batch_size_one_loop(lora_tiny, mixed_length_examples, loss_mask):
     model, tokenizer = lora_tiny
-    encoded = encode_examples(
-        mixed_length_examples, tokenizer, loss_mask=loss_mask, max_length=48
-    )
+    encoded = encode_examples(mixed_length_examples, tokenizer, loss_mask=loss_mask, max_length=48)
     lengths = {sum(e.attention_mask) for e in encoded}
     assert len(lengths) > 1, "the batch must contain padding"
     pad = tokenizer.pad_token_id

@@ -131,11 +131,11 @@ def build_tiny_model(seed: int = 0, **config_overrides):
     return model, tokenizer
 
 
-def save_tiny_model(out_dir: Path | str, seed: int = 0) -> Path:
+def save_tiny_model(out_dir: Path | str, seed: int = 0, **config_overrides) -> Path:
     """Save the tiny model and tokenizer with ``save_pretrained`` into ``out_dir``; return it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = build_tiny_model(seed)
+    model, tokenizer = build_tiny_model(seed, **config_overrides)
     with quiet_progress_bars():
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,280 @@
+"""The ``attriblm`` command line: thin wrappers over the Python API.
+
+Any :class:`attriblm.errors.AttriblmError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from attriblm.errors import AttriblmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Which training examples made my fine-tuned language model do this?",
+)
+console = Console()
+
+# Shared option declarations ------------------------------------------------------------------
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", help="'default' (SmolLM2-135M-Instruct, offline), 'tiny', or a local HF dir."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+DtypeOpt = Annotated[str, typer.Option(help="Model dtype: fp32 | bf16 | fp16.")]
+TemplateOpt = Annotated[
+    str, typer.Option(help="Chat template: llama2 (\\[INST] … \\[/INST]) | auto.")
+]
+LossMaskOpt = Annotated[
+    str,
+    typer.Option(help="Tokens in the loss: response | full | paper (the study's: pads included)."),
+]
+MaxLenOpt = Annotated[int, typer.Option(help="Maximum tokens per example (longer: truncated).")]
+PromptFieldOpt = Annotated[str, typer.Option(help="Prompt field name in the data.")]
+ResponseFieldOpt = Annotated[str, typer.Option(help="Response field name in the data.")]
+LabelFieldOpt = Annotated[str, typer.Option(help="Label (behaviour class) field name.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _fields(prompt_field: str, response_field: str, label_field: str):
+    from attriblm.data.schema import FieldMap
+
+    return FieldMap(prompt=prompt_field, response=response_field, label=label_field)
+
+
+@app.command()
+def finetune(
+    model: ModelOpt = "default",
+    train: Annotated[str, typer.Option(help="Training data: DIR:SPLIT, .jsonl or .csv.")] = ...,
+    out: Annotated[Path, typer.Option(help="Output directory (adapters per epoch, log).")] = ...,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (linear decay).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Examples per optimiser step.")] = 24,
+    max_length: MaxLenOpt = 128,
+    seed: Annotated[int, typer.Option(help="Seed for LoRA init and shuffling.")] = 42,
+    loss_mask: LossMaskOpt = "response",
+    template: TemplateOpt = "llama2",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.1,
+    lora_targets: Annotated[str, typer.Option(help="Comma-separated target modules.")] = (
+        "q_proj,v_proj"
+    ),
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a LoRA adapter (the study's recipe by default); saves an adapter per epoch."""
+    from attriblm.data.loaders import load_examples
+    from attriblm.models.loading import load_model
+    from attriblm.models.lora import LoraSettings
+    from attriblm.progress import stage_progress, step_callback
+    from attriblm.train.finetune import TrainSettings
+    from attriblm.train.finetune import finetune as run_finetune
+
+    examples = load_examples(train, _fields(prompt_field, response_field, label_field))
+    settings = TrainSettings(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        loss_mask=loss_mask,
+        template=template,
+        lora=LoraSettings(
+            r=lora_r,
+            alpha=lora_alpha,
+            dropout=lora_dropout,
+            target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+        ),
+    )
+    loaded = load_model(model, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        result = run_finetune(
+            loaded,
+            examples,
+            settings,
+            out,
+            data_source=train,
+            progress=step_callback(progress, "fine-tuning"),
+        )
+    console.print(
+        f"adapter: {result.adapter_dir}  ·  {len(result.checkpoints)} epoch checkpoints  ·  "
+        f"final loss {result.losses[-1]:.4f}"
+    )
+
+
+@app.command()
+def attribute(
+    model: ModelOpt = "default",
+    adapter: Annotated[
+        Path | None, typer.Option(help="PEFT LoRA adapter directory (from `finetune`).")
+    ] = None,
+    train: Annotated[str, typer.Option(help="Training data: DIR:SPLIT, .jsonl or .csv.")] = ...,
+    queries: Annotated[str, typer.Option(help="Query data, same formats as --train.")] = ...,
+    method: Annotated[
+        list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
+    ] = ...,
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = ...,
+    template: TemplateOpt = "llama2",
+    loss_mask: LossMaskOpt = "response",
+    max_length: MaxLenOpt = 128,
+    batch_size: Annotated[int, typer.Option(help="Examples per gradient pass.")] = 16,
+    damping: Annotated[float, typer.Option(help="λ: a factor (relative) or a value.")] = 0.1,
+    damping_mode: Annotated[
+        str, typer.Option(help="relative: λ_b = damping · mean(g²) per block | absolute")
+    ] = "relative",
+    repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
+    repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
+    topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+) -> None:
+    """Score every query against every training example; writes RUN/scores/<method>.safetensors."""
+    from attriblm.data.loaders import load_examples
+    from attriblm.methods.registry import expand_method_names
+    from attriblm.models.loading import load_model
+    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.pipeline.attribute import attribute as run_attribute
+    from attriblm.progress import stage_progress
+
+    settings = AttributeSettings(
+        methods=expand_method_names(method),
+        template=template,
+        loss_mask=loss_mask,
+        max_length=max_length,
+        batch_size=batch_size,
+        damping_mode=damping_mode,
+        damping=damping,
+        repsim_layer=repsim_layer,
+        repsim_pooling=repsim_pooling,
+        topk=topk,
+    )
+    fields = _fields(prompt_field, response_field, label_field)
+    train_examples = load_examples(train, fields)
+    query_examples = load_examples(queries, fields)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        run = run_attribute(
+            loaded,
+            train_examples,
+            query_examples,
+            settings,
+            out,
+            sources={"train": train, "queries": queries},
+            progress=progress,
+        )
+    console.print(
+        f"wrote {run.out_dir}: {', '.join(run.scores)} · scores "
+        f"[{len(query_examples)} queries × {len(train_examples)} train]"
+    )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="Run directory written by `attribute`.")] = ...,
+    k: Annotated[
+        int | None, typer.Option(help="Cover's k (default: n_train / n_classes, the study's).")
+    ] = None,
+) -> None:
+    """Acc, Cover, AUPRC, AUROC, precision@k, recall@k per method; writes RUN/metrics.json."""
+    from attriblm.pipeline.evaluate import evaluate_run
+
+    report = evaluate_run(run, k=k)
+    console.print(metrics_table(report["methods"], title=f"{run}"))
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def metrics_table(methods: dict[str, dict], title: str = "") -> Table:
+    """A rich table: method × Acc, Cover (k), AUPRC, AUROC, scoring seconds ('–' = undefined)."""
+    table = Table(title=title)
+    for column in ("method", "Acc", "Cover", "AUPRC", "AUROC", "time (s)"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, m in methods.items():
+        seconds = m.get("seconds")
+        table.add_row(
+            name,
+            _fmt(m["acc"]["value"]),
+            f"{_fmt(m['cover']['value'])} (k={m['cover']['k']})",
+            _fmt(m["auprc"]["value"]),
+            _fmt(m["auroc"]["value"]),
+            "–" if seconds is None else f"{seconds:.2f}",
+        )
+    return table
+
+
+@app.command()
+def build(
+    task: Annotated[str, typer.Argument(help="Task family, e.g. grammars.")],
+    out: Annotated[Path, typer.Option(help="Output directory (save_to_disk + jsonl).")] = ...,
+    preset: Annotated[str, typer.Option(help="Size preset: paper | quick | demo.")] = "paper",
+    seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
+) -> None:
+    """Generate one of the study's task datasets offline, in the study's format."""
+    from attriblm.data.tasks import build_task
+    from attriblm.data.writers import write_dataset
+
+    splits = build_task(task, preset=preset, seed=seed)
+    write_dataset(splits, out)
+    sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
+    console.print(f"wrote {out} ({sizes}); load with --train {out}:train --queries {out}:test")
+
+
+@app.command()
+def methods() -> None:
+    """List the attribution methods."""
+    from attriblm.methods.registry import available_methods, create_method
+
+    table = Table("method", "needs", "summary")
+    for name in available_methods():
+        cls = type(create_method(name))
+        table.add_row(name, cls.needs, cls.summary)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the demo's data, adapter and run.")] = (
+        Path("demo-run")
+    ),
+    model: ModelOpt = "default",
+    quiet: QuietOpt = False,
+) -> None:
+    """Build a small grammars task, fine-tune, attribute with every method, evaluate."""
+    from attriblm.pipeline.demo import run_demo
+    from attriblm.progress import stage_progress
+
+    with stage_progress(not quiet) as progress:
+        report = run_demo(out, model=model, progress=progress, log=console.print)
+    console.print(metrics_table(report["methods"], title=f"attriblm demo · {out}"))
+
+
+def main() -> None:
+    """Console-script entry point: user errors → one line on stderr, exit code 2."""
+    warnings.simplefilter("default")
+    try:
+        app()
+    except AttriblmError as error:
+        print(f"attriblm: error: {error}", file=sys.stderr)
+        sys.exit(2)

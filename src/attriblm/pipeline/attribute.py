@@ -1,0 +1,268 @@
+"""Attribute queries to training examples with one or more methods and write a run directory.
+
+Run directory (DESIGN §2)::
+
+    config.yaml                  resolved settings, enough to repeat the run
+    run.json                     versions, wall time per stage, per-method info (λ per block)
+    scores/<method>.safetensors  tensor ``scores`` [n_query, n_train] float32, larger = supportive
+    topk.jsonl                   per method and query: the top-k training rows (index, score, label)
+    data/{train,queries}.jsonl   the examples in file order (labels for ``evaluate``)
+
+The directory is built in a temporary sibling and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from attriblm import __version__
+from attriblm.data.schema import Example
+from attriblm.data.tokenize import encode_examples, encode_prompts
+from attriblm.features.gradients import per_example_gradients
+from attriblm.features.representations import representations
+from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
+from attriblm.methods.base import FeatureSet
+from attriblm.methods.damping import Damping
+from attriblm.methods.registry import create_method, expand_method_names
+from attriblm.models.loading import LoadedModel
+from attriblm.progress import StageProgress
+
+
+@dataclass
+class AttributeSettings:
+    """Everything that decides an attribution run's numbers (saved as ``config.yaml``)."""
+
+    methods: list[str] = field(default_factory=lambda: ["all"])
+    template: str = "llama2"
+    loss_mask: str = "response"
+    max_length: int = 128
+    batch_size: int = 16
+    damping_mode: str = "relative"
+    damping: float = 0.1
+    repsim_layer: int = -1
+    repsim_pooling: str = "last"
+    topk: int = 10
+
+
+@dataclass
+class AttributionRun:
+    """What :func:`attribute` produced: scores per method (``[n_query, n_train]``), run info."""
+
+    out_dir: Path
+    scores: dict[str, torch.Tensor]
+    info: dict
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {
+        "attriblm": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _encode_with_warning(examples, loaded, settings, source):
+    encoded = encode_examples(
+        examples,
+        loaded.tokenizer,
+        template=settings.template,
+        loss_mask=settings.loss_mask,
+        max_length=settings.max_length,
+        source=source,
+    )
+    truncated = sum(e.truncated for e in encoded)
+    if truncated:
+        warnings.warn(
+            f"{source}: {truncated} of {len(encoded)} examples truncated to "
+            f"max_length={settings.max_length}",
+            stacklevel=3,
+        )
+    return encoded, truncated
+
+
+def compute_features(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    settings: AttributeSettings,
+    *,
+    need_grads: bool,
+    need_reprs: bool,
+    source: str,
+    progress: StageProgress = _no_progress,
+    timings: dict[str, float] | None = None,
+) -> tuple[FeatureSet, int]:
+    """Per-example LoRA gradients and/or representations of ``examples``.
+
+    Returns the feature set and the number of truncated examples.
+    """
+    timings = {} if timings is None else timings
+    pad_id = loaded.tokenizer.pad_token_id
+    grads, reprs, truncated = None, None, 0
+    if need_grads:
+        encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
+        start = time.perf_counter()
+        grads = per_example_gradients(
+            loaded.model,
+            encoded,
+            pad_token_id=pad_id,
+            batch_size=settings.batch_size,
+            progress=progress(f"gradients · {source}", len(encoded)),
+            names=[f"{source} row {i + 1}" for i in range(len(encoded))],
+        )
+        timings[f"gradients:{source}"] = time.perf_counter() - start
+    if need_reprs:
+        prompt_ids = encode_prompts(
+            examples, loaded.tokenizer, template=settings.template, max_length=settings.max_length
+        )
+        start = time.perf_counter()
+        reprs = representations(
+            loaded.model,
+            prompt_ids,
+            pad_token_id=pad_id,
+            layer=settings.repsim_layer,
+            pooling=settings.repsim_pooling,
+            batch_size=settings.batch_size,
+            progress=progress(f"representations · {source}", len(prompt_ids)),
+        )
+        timings[f"representations:{source}"] = time.perf_counter() - start
+    return FeatureSet(grads=grads, reprs=reprs), truncated
+
+
+def _topk_rows(method: str, scores: torch.Tensor, train: Sequence[Example], k: int) -> list[dict]:
+    k = min(k, scores.size(1))
+    values, indices = torch.topk(scores, k, dim=1)
+    rows = []
+    for q in range(scores.size(0)):
+        top = [
+            {"rank": r + 1, "index": int(i), "score": float(v), "label": train[int(i)].label}
+            for r, (v, i) in enumerate(zip(values[q], indices[q], strict=True))
+        ]
+        rows.append({"method": method, "query": q, "top": top})
+    return rows
+
+
+def _example_rows(examples: Sequence[Example]) -> list[dict]:
+    return [asdict(e) for e in examples]
+
+
+def attribute(
+    loaded: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    settings: AttributeSettings,
+    out_dir: Path | str,
+    *,
+    sources: dict[str, str] | None = None,
+    progress: StageProgress = _no_progress,
+) -> AttributionRun:
+    """Score every query against every training example with each method in ``settings``.
+
+    Args:
+        loaded: the fine-tuned model (a PEFT LoRA model) and its tokenizer.
+        train, queries: examples in file order; columns / rows of the score matrices follow it.
+        sources: names of the data (e.g. ``{"train": "data.jsonl", "queries": ...}``), recorded
+            in ``config.yaml`` and used in messages.
+
+    Returns:
+        The scores per method (``[n_query, n_train]`` float32, larger = more supportive) and
+        the run information written to ``run.json``.
+    """
+    sources = {"train": "train", "queries": "queries", **(sources or {})}
+    names = expand_method_names(settings.methods)
+    methods = {
+        name: create_method(name, damping=Damping(settings.damping_mode, settings.damping))
+        for name in names
+    }
+    need_grads = any(m.needs == "gradients" for m in methods.values())
+    need_reprs = any(m.needs == "representations" for m in methods.values())
+    timings: dict[str, float] = {}
+    total_start = time.perf_counter()
+
+    train_features, train_truncated = compute_features(
+        loaded,
+        train,
+        settings,
+        need_grads=need_grads,
+        need_reprs=need_reprs,
+        source=sources["train"],
+        progress=progress,
+        timings=timings,
+    )
+    query_features, query_truncated = compute_features(
+        loaded,
+        queries,
+        settings,
+        need_grads=need_grads,
+        need_reprs=need_reprs,
+        source=sources["queries"],
+        progress=progress,
+        timings=timings,
+    )
+
+    scores: dict[str, torch.Tensor] = {}
+    method_info: dict[str, dict] = {}
+    tick = progress("scoring", len(methods))
+    for name, method in methods.items():
+        start = time.perf_counter()
+        output = method.score(train_features, query_features)
+        timings[f"method:{name}"] = time.perf_counter() - start
+        scores[name] = output.scores.float()
+        method_info[name] = {"seconds": timings[f"method:{name}"], **output.info}
+        tick(1)
+
+    info = {
+        "versions": _versions(),
+        "model": loaded.identity,
+        "n_train": len(train),
+        "n_query": len(queries),
+        "loss_mask": settings.loss_mask,
+        "template": settings.template,
+        "truncated": {"train": train_truncated, "queries": query_truncated},
+        "blocks": (
+            {b: list(g.shape[1:]) for b, g in train_features.grads.items()}
+            if train_features.grads is not None
+            else {}
+        ),
+        "methods": method_info,
+        "timings_seconds": timings,
+    }
+    out_dir = Path(out_dir)
+    with staged_directory(out_dir) as staging:
+        (staging / "scores").mkdir()
+        (staging / "data").mkdir()
+        for name, matrix in scores.items():
+            save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+        topk = [
+            row for name in names for row in _topk_rows(name, scores[name], train, settings.topk)
+        ]
+        write_jsonl(staging / "topk.jsonl", topk)
+        write_jsonl(staging / "data" / "train.jsonl", _example_rows(train))
+        write_jsonl(staging / "data" / "queries.jsonl", _example_rows(queries))
+        info["timings_seconds"]["total"] = time.perf_counter() - total_start
+        write_json(staging / "run.json", info)
+        config = {
+            "model": loaded.identity.get("spec"),
+            "adapter": loaded.identity.get("adapter"),
+            "train": sources["train"],
+            "queries": sources["queries"],
+            **asdict(settings),
+            "methods": names,
+        }
+        write_yaml(staging / "config.yaml", config)
+    return AttributionRun(out_dir=out_dir, scores=scores, info=info)

@@ -1,0 +1,57 @@
+"""Score a run directory's attributions against labels and write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from attriblm.errors import AttriblmError, DataError
+from attriblm.io import load_tensors, read_json, write_json
+from attriblm.metrics.ranking import evaluate_scores
+
+
+def _labels(path: Path) -> list[str | None]:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; is this an attriblm run directory?")
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line).get("label") for line in handle if line.strip()]
+
+
+def method_names(run_dir: Path) -> list[str]:
+    """Methods with a score file in ``run_dir/scores``, in the order the run listed them."""
+    files = {p.stem: p for p in (run_dir / "scores").glob("*.safetensors")}
+    ordered = list(read_json(run_dir / "run.json").get("methods", {}))
+    return [m for m in ordered if m in files] + sorted(set(files) - set(ordered))
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    *,
+    k: int | None = None,
+    extra_k: dict[str, int] | None = None,
+    n_boot: int = 1000,
+) -> dict:
+    """Compute every metric for every method of a run; writes and returns ``metrics.json``.
+
+    Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
+    :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
+    info = read_json(run_dir / "run.json")
+    train_labels = _labels(run_dir / "data" / "train.jsonl")
+    query_labels = _labels(run_dir / "data" / "queries.jsonl")
+    results: dict[str, dict] = {}
+    for name in method_names(run_dir):
+        scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
+        metrics = evaluate_scores(
+            scores, query_labels, train_labels, k=k, extra_k=extra_k, n_boot=n_boot
+        )
+        metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
+        results[name] = metrics
+    if not results:
+        raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
+    report = {"run": str(run_dir), "k": k, "methods": results}
+    write_json(run_dir / "metrics.json", report)
+    return report

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attriblm.data.loaders import load_examples
+from attriblm.io import load_tensors, read_json, read_yaml
+from attriblm.methods.registry import available_methods, create_method
+from attriblm.models.loading import load_model
+from attriblm.pipeline.attribute import AttributeSettings, attribute, compute_features
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, samples_dir, tiny_adapter):
+    spec = str(samples_dir / "grammars_small")
+    train = load_examples(f"{spec}:train")
+    queries = load_examples(f"{spec}:test")
+    out = tmp_path_factory.mktemp("run") / "run"
+    run = attribute(
+        load_model("tiny", adapter=tiny_adapter),
+        train,
+        queries,
+        AttributeSettings(methods=["all"]),
+        out,
+        sources={"train": f"{spec}:train", "queries": f"{spec}:test"},
+    )
+    return run, train, queries
+
+
+def test_every_method_writes_a_score_matrix(tiny_run):
+    run, train, queries = tiny_run
+    assert sorted(run.scores) == sorted(available_methods())
+    for name in available_methods():
+        scores = load_tensors(run.out_dir / "scores" / f"{name}.safetensors")
+        assert list(scores) == ["scores"]
+        matrix = scores["scores"]
+        assert matrix.shape == (len(queries), len(train)) == (20, 80)
+        assert matrix.dtype == torch.float32
+        assert torch.isfinite(matrix).all()
+        assert torch.equal(matrix, run.scores[name])
+
+
+def test_topk_rows_follow_the_scores(tiny_run):
+    run, train, _ = tiny_run
+    rows = [json.loads(line) for line in (run.out_dir / "topk.jsonl").read_text().splitlines()]
+    assert len(rows) == len(run.scores) * 20
+    for row in rows:
+        top = row["top"]
+        assert len(top) == 10
+        scores = run.scores[row["method"]][row["query"]]
+        best = int(torch.argmax(scores))
+        assert top[0]["score"] == pytest.approx(float(scores[best]))
+        assert [t["rank"] for t in top] == list(range(1, 11))
+        assert all(a["score"] >= b["score"] for a, b in zip(top, top[1:], strict=False))
+        assert all(t["label"] == train[t["index"]].label for t in top)
+
+
+def test_run_json_and_config_record_the_run(tiny_run):
+    run, _, _ = tiny_run
+    info = read_json(run.out_dir / "run.json")
+    assert info["n_train"] == 80 and info["n_query"] == 20
+    assert info["loss_mask"] == "response"
+    assert set(info["versions"]) >= {"attriblm", "torch", "transformers", "peft"}
+    assert info["timings_seconds"]["total"] > 0
+    lambdas = info["methods"]["exact"]["lambda"]
+    assert set(lambdas) == set(info["blocks"]) and all(v > 0 for v in lambdas.values())
+    config = read_yaml(run.out_dir / "config.yaml")
+    assert config["methods"] == available_methods()
+    assert config["train"].endswith("grammars_small:train")
+    assert config["adapter"] is not None
+
+
+def test_jsonl_input_gives_the_same_scores(tiny_run, samples_dir, tiny_adapter, tmp_path):
+    run, _, _ = tiny_run
+    train = load_examples(str(samples_dir / "grammars_small_train.jsonl"))
+    queries = load_examples(str(samples_dir / "grammars_small_test.jsonl"))
+    again = attribute(
+        load_model("tiny", adapter=tiny_adapter),
+        train,
+        queries,
+        AttributeSettings(methods=["gradsim", "repsim"]),
+        tmp_path / "run",
+    )
+    for name in ("gradsim", "repsim"):
+        assert torch.allclose(again.scores[name], run.scores[name], rtol=1e-5, atol=1e-6)
+
+
+def test_lissa_and_exact_agree_on_the_tiny_model(samples_dir, tiny_adapter):
+    """Converged LiSSA and the exact solve precondition the real query gradients alike."""
+    spec = str(samples_dir / "grammars_small")
+    loaded = load_model("tiny", adapter=tiny_adapter)
+    settings = AttributeSettings()
+    train, _ = compute_features(
+        loaded,
+        load_examples(f"{spec}:train"),
+        settings,
+        need_grads=True,
+        need_reprs=False,
+        source="train",
+    )
+    queries, _ = compute_features(
+        loaded,
+        load_examples(f"{spec}:test"),
+        settings,
+        need_grads=True,
+        need_reprs=False,
+        source="queries",
+    )
+    exact, _ = create_method("exact").preconditioned(train, queries)
+    lissa, info = create_method("lissa").preconditioned(train, queries)
+    for block, expected in exact.items():
+        rel = (lissa[block] - expected).norm() / expected.norm()
+        assert rel < 1e-3, f"{block}: relative error {rel:.2e}"
