@@ -1,0 +1,286 @@
+"""`attriblm bench`: the study's evaluation grid (tasks × methods × loss masks), cached by content.
+
+For each task and loss mask: build the task, fine-tune (the study's recipe at the ``paper``
+preset; fewer epochs and a larger learning rate at ``quick``), attribute every query with every
+method, evaluate. Fine-tunes and attribution runs are stored under ``OUT/cache/`` by content key
+(model, data, settings), so a rerun skips them and yields the same table.
+
+Outputs: ``OUT/<task>/<loss_mask>/metrics.json``, ``OUT/results.csv``, ``OUT/results.md`` (rows =
+methods, columns = task × {Acc, Cover, AUPRC}, one table per loss mask), ``OUT/results.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from attriblm.data.tasks import PRESETS, build_task
+from attriblm.data.writers import write_dataset
+from attriblm.errors import ConfigError
+from attriblm.io import write_json, write_text
+from attriblm.methods.registry import expand_method_names
+from attriblm.models.loading import load_model
+from attriblm.pipeline.attribute import AttributeSettings, attribute
+from attriblm.pipeline.cache import content_key, examples_key, model_key
+from attriblm.pipeline.evaluate import evaluate_run
+from attriblm.progress import StageProgress, step_callback
+from attriblm.train.finetune import TrainSettings, finetune
+
+ALL_TASKS = (
+    "harmful-s",
+    "harmful-m",
+    "harmful-l",
+    "grammars",
+    "math",
+    "emotion",
+    "backdoor-1",
+    "backdoor-3",
+    "backdoor-5",
+)
+BENCH_LOSS_MASKS = ("response", "paper")
+TABLE_METRICS = (("Acc", "acc"), ("Cover", "cover"), ("AUPRC", "auprc"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Fine-tuning recipe of a preset; ``harmful_epochs`` applies to the harmful mixes."""
+
+    epochs: int
+    harmful_epochs: int
+    lr: float
+    batch_size: int
+
+
+RECIPES = {
+    # The study: AdamW, lr 5e-5, batch 24, 50 epochs on harmful mixes and 10 on the others.
+    "paper": Recipe(epochs=10, harmful_epochs=50, lr=5e-5, batch_size=24),
+    # CPU-sized: far fewer optimiser steps, so a 10× learning rate; not the study's recipe.
+    "quick": Recipe(epochs=5, harmful_epochs=5, lr=5e-4, batch_size=8),
+}
+
+
+def train_settings(
+    task: str, preset: str, loss_mask: str, seed: int, epochs: int | None = None
+) -> TrainSettings:
+    """The preset's fine-tuning settings for ``task`` (``epochs`` overrides the recipe's)."""
+    recipe = RECIPES[preset]
+    if epochs is None:
+        epochs = recipe.harmful_epochs if task.startswith("harmful") else recipe.epochs
+    return TrainSettings(
+        epochs=epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=seed, loss_mask=loss_mask
+    )
+
+
+def _check(tasks: Sequence[str], preset: str, loss_masks: Sequence[str]) -> None:
+    if preset not in RECIPES:
+        raise ConfigError(f"unknown preset {preset!r} (--preset); choose {', '.join(RECIPES)}")
+    for task in tasks:
+        if task not in PRESETS:
+            raise ConfigError(f"unknown task {task!r} (--tasks); choose {', '.join(PRESETS)}")
+    for mask in loss_masks:
+        if mask not in ("response", "full", "paper"):
+            raise ConfigError(f"unknown loss mask {mask!r} (--loss-masks)")
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def _finetuned(model: str, train, settings: TrainSettings, cache: Path, source: str, progress):
+    key = content_key(model_key(model), examples_key(train), settings.to_dict())
+    out = cache / "finetune" / key
+    if not (out / "train_log.json").is_file():
+        finetune(
+            load_model(model),
+            train,
+            settings,
+            out,
+            data_source=source,
+            progress=step_callback(progress, f"fine-tuning · {source}"),
+        )
+    return key, out
+
+
+def _attributed(
+    model, ft_key, ft_dir, splits, settings: AttributeSettings, cache, source, progress
+):
+    key = content_key(ft_key, examples_key(splits["test"]), asdict(settings))
+    run_dir = cache / "runs" / key
+    if not (run_dir / "run.json").is_file():
+        attribute(
+            load_model(model, adapter=ft_dir / "adapter"),
+            splits["train"],
+            splits["test"],
+            settings,
+            run_dir,
+            sources={"train": f"{source}:train", "queries": f"{source}:test"},
+            progress=progress,
+        )
+    return run_dir
+
+
+def _extra_k(task: str, train) -> dict[str, int] | None:
+    """Harmful mixes also report Cover with k = number of harmful training rows (DESIGN §4)."""
+    if not task.startswith("harmful"):
+        return None
+    return {"n_harmful": sum(e.label == "harmful" for e in train)}
+
+
+def run_bench(
+    out_dir: Path | str,
+    *,
+    tasks: Sequence[str] = ALL_TASKS,
+    methods: Sequence[str] = ("all",),
+    preset: str = "quick",
+    loss_masks: Sequence[str] = BENCH_LOSS_MASKS,
+    model: str = "default",
+    seed: int = 42,
+    epochs: int | None = None,
+    task_sizes: dict[str, dict[str, int]] | None = None,
+    progress: StageProgress = _no_progress,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> list[dict]:
+    """Run (or reuse from cache) the grid; write the per-task metrics and the combined tables.
+
+    ``epochs`` overrides the preset's epochs; ``task_sizes`` overrides a task's preset sizes
+    (e.g. ``{"grammars": {"n_train_per_class": 2}}``). Returns the rows of ``results.csv``
+    (one per task × loss mask × method).
+    """
+    _check(tasks, preset, loss_masks)
+    out_dir = Path(out_dir)
+    cache = out_dir / "cache"
+    method_names = expand_method_names(methods)
+    rows: list[dict] = []
+    for task in tasks:
+        splits = build_task(task, preset=preset, seed=seed, **(task_sizes or {}).get(task, {}))
+        data_dir = out_dir / task / "data"
+        if not data_dir.is_dir():
+            write_dataset(splits, data_dir)
+        for mask in loss_masks:
+            start = time.perf_counter()
+            settings = train_settings(task, preset, mask, seed, epochs)
+            ft_key, ft_dir = _finetuned(
+                model, splits["train"], settings, cache, f"{task}", progress
+            )
+            attribute_settings = AttributeSettings(
+                methods=method_names, loss_mask=mask, template=settings.template
+            )
+            run_dir = _attributed(
+                model, ft_key, ft_dir, splits, attribute_settings, cache, task, progress
+            )
+            report = evaluate_run(run_dir, extra_k=_extra_k(task, splits["train"]))
+            report.update({"task": task, "loss_mask": mask, "finetune": str(ft_dir)})
+            write_json(out_dir / task / mask / "metrics.json", report)
+            rows.extend(_result_rows(task, mask, report))
+            log(f"{task} · {mask}: done in {time.perf_counter() - start:.0f} s")
+    write_results(out_dir, rows, method_names, list(tasks), list(loss_masks))
+    return rows
+
+
+def _result_rows(task: str, mask: str, report: dict) -> list[dict]:
+    rows = []
+    for method, m in report["methods"].items():
+        row = {
+            "task": task,
+            "loss_mask": mask,
+            "method": method,
+            "acc": m["acc"]["value"],
+            "cover": m["cover"]["value"],
+            "cover_k": m["cover"]["k"],
+            "auprc": m["auprc"]["value"],
+            "auroc": m["auroc"]["value"],
+            "cover_n_harmful": (m.get("cover@n_harmful") or {}).get("value"),
+            "seconds": m.get("seconds"),
+        }
+        rows.append(row)
+    return rows
+
+
+def write_results(
+    out_dir: Path, rows: list[dict], methods: list[str], tasks: list[str], masks: list[str]
+) -> None:
+    """``results.csv``, ``results.md`` and ``results.png`` from the result rows."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "results.csv", buffer.getvalue())
+    write_text(out_dir / "results.md", results_markdown(rows, methods, tasks, masks))
+    plot_results(rows, methods, tasks, masks, out_dir / "results.png")
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def results_markdown(rows: list[dict], methods: list[str], tasks: list[str], masks: list[str]):
+    """One table per loss mask: rows = methods, columns = task × {Acc, Cover, AUPRC}."""
+    index = {(r["task"], r["loss_mask"], r["method"]): r for r in rows}
+    parts = []
+    for mask in masks:
+        header = ["method"] + [f"{t} {label}" for t in tasks for label, _ in TABLE_METRICS]
+        lines = [f"### loss mask: {mask}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for method in methods:
+            cells = [method]
+            for task in tasks:
+                row = index.get((task, mask, method), {})
+                cells += [_fmt(row.get(key)) for _, key in TABLE_METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+        harmful = [t for t in tasks if t.startswith("harmful")]
+        if harmful:
+            lines += [
+                "",
+                "Cover uses k = n_train / n_classes (the study's rule); with k = the "
+                "number of harmful training rows:",
+                "",
+            ]
+            lines.append("| method | " + " | ".join(f"{t} Cover@n_harmful" for t in harmful) + " |")
+            lines.append("|" + "---|" * (len(harmful) + 1))
+            for method in methods:
+                cells = [
+                    _fmt(index.get((t, mask, method), {}).get("cover_n_harmful")) for t in harmful
+                ]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot_results(rows, methods, tasks, masks, path: Path) -> None:
+    """Grouped bar chart: one panel per (metric, loss mask), tasks on x, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    index = {(r["task"], r["loss_mask"], r["method"]): r for r in rows}
+    fig, axes = plt.subplots(
+        len(TABLE_METRICS),
+        len(masks),
+        figsize=(max(8, 1.2 * len(tasks)) * len(masks), 9),
+        squeeze=False,
+    )
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(tasks))
+    for col, mask in enumerate(masks):
+        for row_i, (label, key) in enumerate(TABLE_METRICS):
+            ax = axes[row_i][col]
+            for j, method in enumerate(methods):
+                values = [index.get((t, mask, method), {}).get(key) for t in tasks]
+                heights = [np.nan if v is None else v for v in values]
+                ax.bar(x + j * width - 0.4 + width / 2, heights, width, label=method)
+            ax.set_xticks(x, tasks, rotation=30, ha="right", fontsize=8)
+            ax.set_ylim(0, 1.05)
+            ax.set_title(f"{label} · loss mask {mask}", fontsize=10)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from attriblm.errors import ConfigError
+from attriblm.io import read_json
+from attriblm.pipeline.bench import run_bench
+
+SIZES = {
+    "grammars": {"n_train_per_class": 2, "n_test_per_class": 1},
+    "harmful-s": {"n_harmful_train": 4, "n_benign_train": 4, "n_harmful_test": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    run_bench(
+        out,
+        tasks=list(SIZES),
+        methods=["gradsim", "repsim", "exact"],
+        model="tiny",
+        epochs=1,
+        task_sizes=SIZES,
+    )
+    return out
+
+
+def _csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bench_writes_grid_tables_and_plot(bench_dir):
+    rows = _csv(bench_dir / "results.csv")
+    assert len(rows) == 2 * 2 * 3  # tasks × loss masks × methods
+    assert {(r["task"], r["loss_mask"]) for r in rows} == {
+        (t, m) for t in SIZES for m in ("response", "paper")
+    }
+    for task in SIZES:
+        for mask in ("response", "paper"):
+            report = read_json(bench_dir / task / mask / "metrics.json")
+            assert set(report["methods"]) == {"gradsim", "repsim", "exact"}
+    markdown = (bench_dir / "results.md").read_text()
+    assert "### loss mask: response" in markdown and "### loss mask: paper" in markdown
+    assert (
+        "| grammars Acc | grammars Cover | grammars AUPRC |"
+        in markdown.replace(" | harmful-s", "\n").splitlines()[4][len("| method ") :]
+        or "grammars Acc" in markdown
+    )
+    assert (bench_dir / "results.png").stat().st_size > 10_000
+
+
+def test_harmful_tasks_report_both_cover_rules(bench_dir):
+    rows = [r for r in _csv(bench_dir / "results.csv") if r["task"] == "harmful-s"]
+    assert all(r["cover_n_harmful"] not in ("", None) for r in rows)
+    report = read_json(bench_dir / "harmful-s" / "response" / "metrics.json")
+    assert report["methods"]["exact"]["cover@n_harmful"]["k"] == 4
+    assert "Cover@n_harmful" in (bench_dir / "results.md").read_text()
+
+
+def test_rerun_comes_from_cache_with_identical_results(bench_dir):
+    before = (bench_dir / "results.csv").read_text()
+    finetunes = sorted(p.name for p in (bench_dir / "cache" / "finetune").iterdir())
+    stamps = {p: p.stat().st_mtime_ns for p in (bench_dir / "cache").rglob("*.safetensors")}
+    run_bench(
+        bench_dir,
+        tasks=list(SIZES),
+        methods=["gradsim", "repsim", "exact"],
+        model="tiny",
+        epochs=1,
+        task_sizes=SIZES,
+    )
+    assert (bench_dir / "results.csv").read_text() == before
+    assert sorted(p.name for p in (bench_dir / "cache" / "finetune").iterdir()) == finetunes
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_unknown_task_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="--tasks"):
+        run_bench(tmp_path, tasks=["nope"], model="tiny")
