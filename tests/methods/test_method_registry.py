@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from attriblm.errors import ConfigError
+from attriblm.features.kfac import KFACFactors
 from attriblm.methods import (
     AttributionMethod,
     FeatureSet,
@@ -16,9 +17,22 @@ from attriblm.methods import (
     register,
 )
 from attriblm.methods import registry as registry_module
+from attriblm.methods.base import method_needs
 from attriblm.methods.damping import Damping
 
-ALL = ["gradsim", "gradcos", "repsim", "datainf", "lissa-paper", "lissa", "exact"]
+ALL = [
+    "gradsim",
+    "gradcos",
+    "repsim",
+    "datainf",
+    "lissa-paper",
+    "lissa",
+    "exact",
+    "tracin",
+    "cg",
+    "kfac",
+    "ekfac",
+]
 
 
 def test_all_methods_registered_in_order():
@@ -30,7 +44,7 @@ def test_create_with_defaults_and_with_damping(name):
     method = create_method(name)
     assert isinstance(method, AttributionMethod)
     assert type(method).name == name
-    assert method.needs in ("gradients", "representations")
+    assert set(method_needs(method)) <= {"gradients", "representations", "kfac", "checkpoints"}
     assert isinstance(method.summary, str) and method.summary
     # the attribute pipeline passes a damping to every method
     assert type(create_method(name, damping=Damping("absolute", 0.5))) is type(method)
@@ -80,6 +94,13 @@ def test_every_method_scores_with_json_info(make_features):
     gen = torch.Generator().manual_seed(0)
     train.reprs = torch.randn(10, 8, generator=gen)
     queries.reprs = torch.randn(3, 8, generator=gen)
+    train.checkpoint_grads, queries.checkpoint_grads = [train.grads] * 2, [queries.grads] * 2
+    train.checkpoint_lrs = queries.checkpoint_lrs = [2e-5, 1e-5]
+    # K-FAC factors of matching shapes (each block treated as [out, in] = [1, d])
+    train.kfac = {
+        b: KFACFactors(A=g.T @ g / g.shape[0], S=torch.ones(1, 1), n_tokens=10, n_examples=10)
+        for b, g in train.grads.items()
+    }
     for name in ALL:
         opts = {"max_iter": 50} if name == "lissa" else {}
         with warnings.catch_warnings():

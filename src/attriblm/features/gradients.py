@@ -78,6 +78,7 @@ def per_example_gradients(
     batch_size: int = 16,
     progress: ProgressFn | None = None,
     names: Sequence[str] = (),
+    on_batch: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-example loss gradients for every LoRA matrix.
 
@@ -88,6 +89,9 @@ def per_example_gradients(
         batch_size: examples per forward/backward pass.
         progress: called with the number of examples finished in each batch.
         names: optional per-example names used in error messages (e.g. ``train.jsonl row 7``).
+        on_batch: called with each collated batch (on the model's device) before its forward
+            pass, e.g. :meth:`attriblm.features.kfac.KFACCollector.set_batch` to collect K-FAC
+            factors in the same pass.
 
     Returns:
         Block name → ``[n, d_b]`` float32 tensor (``d_b = out·in`` of that matrix, row-major),
@@ -105,6 +109,8 @@ def per_example_gradients(
             for start in range(0, len(encoded), batch_size):
                 batch = collate(encoded[start : start + batch_size], pad_token_id)
                 batch = {k: v.to(device) for k, v in batch.items()}
+                if on_batch is not None:
+                    on_batch(batch)
                 logits = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits

@@ -1,7 +1,8 @@
 """Attribution methods: one file per method against one interface, plus a registry.
 
 Importing this package registers the built-in methods; registration order (also the order of
-``--method all``) is gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact.
+``--method all``) is gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact, tracin, cg,
+kfac, ekfac.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ from attriblm.methods.registry import (
 )
 
 # Imported one by one (not in an import statement a formatter may sort) to fix the order.
-_BUILTIN_MODULES = ("gradsim", "gradcos", "repsim", "datainf", "lissa_paper", "lissa", "exact")
+_BUILTIN_MODULES = (
+    "gradsim",
+    "gradcos",
+    "repsim",
+    "datainf",
+    "lissa_paper",
+    "lissa",
+    "exact",
+    "tracin",
+    "cg",
+    "kfac",
+)
 for _module in _BUILTIN_MODULES:
     importlib.import_module(f"attriblm.methods.{_module}")
 

@@ -33,12 +33,18 @@ class FeatureSet:
         grads: block name → ``[n, d_b]`` float32 per-example loss gradients, one block per LoRA
             matrix; train and queries carry the same block names.
         reprs: ``[n, h]`` representation vectors (for RepSim).
-        checkpoint_grads: one ``grads``-shaped dict per saved checkpoint (reserved for TracIn).
+        checkpoint_grads: one ``grads``-shaped dict per saved checkpoint (for TracIn), in
+            checkpoint order.
+        checkpoint_lrs: the learning rate in force at each checkpoint (same order).
+        kfac: block name → :class:`~attriblm.features.kfac.KFACFactors` (train side only, for
+            K-FAC / EK-FAC).
     """
 
     grads: dict[str, Tensor] | None = None
     reprs: Tensor | None = None
     checkpoint_grads: list[dict[str, Tensor]] | None = None
+    checkpoint_lrs: list[float] | None = None
+    kfac: dict[str, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -66,17 +72,29 @@ class MethodOutput:
     info: dict
 
 
+FEATURE_KINDS = ("gradients", "representations", "kfac", "checkpoints")
+
+
+def method_needs(method: AttributionMethod | type[AttributionMethod]) -> tuple[str, ...]:
+    """The feature kinds a method (class or instance) declares in ``needs``, as a tuple."""
+    needs = method.needs
+    return (needs,) if isinstance(needs, str) else tuple(needs)
+
+
 class AttributionMethod(ABC):
     """One attribution method. Options are constructor keyword arguments.
 
     Class attributes:
         name: the registry / ``--method`` name.
-        needs: ``"gradients"`` or ``"representations"``.
+        needs: one feature kind or a tuple of them, from :data:`FEATURE_KINDS`:
+            ``"gradients"`` (per-example gradients, train and queries), ``"representations"``,
+            ``"kfac"`` (train-side K-FAC factors), ``"checkpoints"`` (per-checkpoint gradients
+            and learning rates, train and queries).
         summary: one line for ``--help`` and docs.
     """
 
     name: ClassVar[str]
-    needs: ClassVar[str]
+    needs: ClassVar[str | tuple[str, ...]]
     summary: ClassVar[str]
 
     @abstractmethod
@@ -90,7 +108,7 @@ class AttributionMethod(ABC):
     def _base_info(self, train: FeatureSet, queries: FeatureSet) -> dict[str, Any]:
         return {
             "method": self.name,
-            "needs": self.needs,
+            "needs": list(method_needs(self)),
             "options": self.options(),
             "n_train": train.n,
             "n_query": queries.n,
@@ -217,6 +235,10 @@ class PreconditionedGradientMethod(AttributionMethod):
             for b in train
         }
 
+    def block_dampings(self, train: dict[str, Tensor]) -> dict[str, float]:
+        """``λ_b`` per block; default :meth:`Damping.lambda_for` on the block's train gradients."""
+        return {b: self.damping.lambda_for(g, block=b) for b, g in train.items()}
+
     def record(self, block: str, **facts: Any) -> None:
         """Attach JSON-serialisable facts about ``block`` to ``info["blocks"][block]``."""
         self._block_info.setdefault(block, {}).update(facts)
@@ -236,10 +258,7 @@ class PreconditionedGradientMethod(AttributionMethod):
         self._block_info = {b: {"d": int(train.grads[b].shape[1])} for b in blocks}
         train_g = {b: train.grads[b] for b in blocks}
         query_g = {b: queries.grads[b] for b in blocks}
-        if self.damped:
-            dampings = {b: self.damping.lambda_for(train_g[b], block=b) for b in blocks}
-        else:
-            dampings = dict.fromkeys(blocks, 0.0)
+        dampings = self.block_dampings(train_g) if self.damped else dict.fromkeys(blocks, 0.0)
         u = self.precondition_blocks(train_g, query_g, dampings)
         info = self._base_info(train, queries)
         if self.damped:

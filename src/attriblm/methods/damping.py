@@ -2,6 +2,8 @@
 
 The default is the paper / DataInf convention, ``λ_b = 0.1 · mean_i mean_j g_{i,b,j}²`` over the
 training gradients of block ``b``. ``mode="absolute"`` uses ``value`` itself for every block.
+``mode="eigen_mean"`` (K-FAC / EK-FAC only) uses ``value`` times the mean eigenvalue of the
+method's curvature approximation of the block (Kronfluence's heuristic with ``value = 0.1``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 
 from attriblm.errors import ConfigError
 
-DAMPING_MODES = ("relative", "absolute")
+DAMPING_MODES = ("relative", "absolute", "eigen_mean")
 
 
 @dataclass
@@ -22,7 +24,8 @@ class Damping:
 
     Attributes:
         mode: ``"relative"`` (λ = value · mean of the squared train gradient entries of the
-            block; the paper's rule with value 0.1) or ``"absolute"`` (λ = value).
+            block; the paper's rule with value 0.1), ``"absolute"`` (λ = value) or
+            ``"eigen_mean"`` (λ = value · mean curvature eigenvalue; kfac / ekfac only).
         value: the factor (relative) or λ itself (absolute); must be a finite number > 0.
     """
 
@@ -54,6 +57,11 @@ class Damping:
         """
         if self.mode == "absolute":
             return self.value
+        if self.mode == "eigen_mean":
+            raise ConfigError(
+                "damping mode 'eigen_mean' needs curvature eigenvalues: only the kfac and ekfac "
+                "methods support it (use relative or absolute damping for the others)"
+            )
         where = f"block '{block}'" if block is not None else "a gradient block"
         if block_grads.numel() == 0:
             raise ConfigError(f"cannot set relative damping for {where}: it has no gradients")
@@ -64,6 +72,17 @@ class Damping:
                 f"relative damping gives λ = {lam} for {where} (mean squared gradient "
                 f"{mean_sq}); the block's training gradients are all zero or not finite. "
                 "Use an absolute damping (--damping-mode absolute) or drop the block."
+            )
+        return lam
+
+    def lambda_from_eigenvalues(self, eigenvalues: torch.Tensor, block: str | None = None) -> float:
+        """λ for ``mode="eigen_mean"``: ``value · mean(eigenvalues)`` (ConfigError if not > 0)."""
+        lam = self.value * float(eigenvalues.double().mean())
+        if not math.isfinite(lam) or lam <= 0:
+            where = f"block '{block}'" if block is not None else "a block"
+            raise ConfigError(
+                f"eigen_mean damping gives λ = {lam} for {where}: its curvature eigenvalues are "
+                "all zero or not finite; use an absolute damping"
             )
         return lam
 

@@ -11,19 +11,30 @@ fixed point is ``u* = σ (H + λI)⁻¹ v``, so the preconditioned vector is ``u
 see, so small ``λ/μ_max`` means many iterations; a block that stops at ``max_iter`` is flagged
 (``converged: false``) and a warning is issued.
 
-Two exact implementations of the same iteration (same iterates in exact arithmetic):
+Three exact implementations of the same iteration (same iterates in exact arithmetic, so the
+same stopping step up to round-off):
 
 * **dense** (``d ≤ n``, or ``path="dense"``): iterate ``u ∈ R^{m×d}`` directly.
-* **coefficient** (``d > n``, or ``path="coefficient"``): every iterate lies in
-  ``span{v} + rowspace(G)``, so write ``u_t = a_t v + Gᵀ c_t`` (scalar ``a_t``, ``c_t ∈ R^n``).
-  With ``w = G v`` and ``K = G Gᵀ``, substituting into the recursion gives
-  ``a_t = 1 + (1 − λ/σ) a_{t−1}`` and
-  ``c_t = (1 − λ/σ) c_{t−1} − (a_{t−1} w + K c_{t−1}) / (σ n)`` (``a_0 = 1``, ``c_0 = 0``), and
+* **coefficient** (``path="coefficient"``): every iterate lies in ``span{v} + rowspace(G)``, so
+  write ``u_t = a_t v + Gᵀ c_t`` (scalar ``a_t``, ``c_t ∈ R^n``). With ``ρ = 1 − λ/σ``,
+  ``w = G v`` and ``K = G Gᵀ``, substituting into the recursion gives ``a_t = 1 + ρ a_{t−1}`` and
+  ``c_t = ρ c_{t−1} − (a_{t−1} w + K c_{t−1}) / (σ n)`` (``a_0 = 1``, ``c_0 = 0``), and
   ``‖u_t − u_{t−1}‖² = Δa² ‖v‖² + 2 Δa (Δc · w) + Δcᵀ K Δc`` (likewise ``‖u_t‖²``). One step
-  costs ``O(m n²)`` instead of ``O(m n d)``; ``u_T = a_T v + Gᵀ c_T`` is formed once at the end.
+  costs ``O(m n²)``; ``u_T = a_T v + Gᵀ c_T`` is formed once at the end.
+* **eigen** (``d > n``, or ``path="eigen"``): the coefficient iteration in the eigenbasis of
+  ``K = Q diag(κ) Qᵀ`` (float64 ``eigh``, ``κ`` clamped at 0). With ``c̃ = Qᵀ c`` and
+  ``w̃ = Qᵀ w`` it is diagonal, ``c̃_t = (ρ − κ/(σ n)) ⊙ c̃_{t−1} − (a_{t−1}/(σ n)) w̃``, so
+  ``c̃_t = φ_t ⊙ w̃`` with one scalar sequence per eigenvector, shared by all queries:
+  ``φ_t = (ρ − κ/(σ n)) ⊙ φ_{t−1} − a_{t−1}/(σ n)``, ``φ_0 = 0``. The norms become
+  ``‖u_t − u_{t−1}‖² = Δa² ‖v‖² + Σ_k w̃_k² Δφ_k (2 Δa + κ_k Δφ_k)`` (likewise ``‖u_t‖²`` with
+  ``a_t, φ_t``). A step costs ``O(n)`` for ``(a, φ)``; the ``O(m n)`` norms are evaluated
+  after a chunk of steps, for all its steps at once (one batched matrix product), and only at
+  its last step while that shows the criterion cannot have been met in the chunk (see
+  :func:`lissa_eigen`). The reported step is still the first one that meets the criterion,
+  and its iterate is the one returned, ``u_T = a_T v + Gᵀ Q (φ_T ⊙ w̃)``.
 
-All queries of a block, and all blocks on the same path and width, are iterated together
-(batched matrix products); each block stops on its own criterion.
+All queries of a block, and all blocks on the same path and width (eigen: all blocks, as they
+share ``n``), are iterated together; each block stops on its own criterion.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from attriblm.methods.damping import Damping
 from attriblm.methods.linalg import top_eigenvalue
 from attriblm.methods.registry import register
 
-PATHS = ("auto", "dense", "coefficient")
+PATHS = ("auto", "dense", "coefficient", "eigen")
 
 State = dict[str, Tensor]
 Update = Callable[[State, State], tuple[State, Tensor]]
@@ -181,15 +192,129 @@ def lissa_coefficients(
     return final["a"], final["c"], its, rel, conv
 
 
+def _chunk_relative(xs: Tensor, w2: Tensor, kappa: Tensor, vv: Tensor) -> Tensor:
+    """``max_q ‖u_t − u_{t−1}‖ / ‖u_t‖`` for every step of a chunk of eigen-path states.
+
+    ``xs [k+1, B, n+1]`` holds ``(φ_t, a_t)`` for steps ``t0 … t0+k``; ``w2 = w̃² [B, m, n]``,
+    ``kappa [B, n]``, ``vv [B, m]``. Returns ``[B, k]`` for steps ``t0+1 … t0+k``.
+    """
+    k, n = xs.shape[0] - 1, xs.shape[2] - 1
+    new = xs[1:]
+    dx = new - xs[:-1]
+    a, da = new[..., n:], dx[..., n:]  # [k, B, 1]
+    phi, dphi = new[..., :n], dx[..., :n]
+    # Σ_k w̃_k² · h_k with h = Δφ (2Δa + κ Δφ) (change) and φ (2a + κ φ) (iterate)
+    h = torch.cat([dphi * (2 * da + kappa * dphi), phi * (2 * a + kappa * phi)])
+    quad = torch.bmm(w2, h.permute(1, 2, 0))  # [B, m, 2k]
+    scal = torch.cat([da, a]).square().permute(1, 2, 0)  # [B, 1, 2k]
+    sq = (quad + scal * vv[:, :, None]).clamp_min_(0).sqrt_()
+    return _max_relative(sq[..., :k], sq[..., k:])
+
+
+def lissa_eigen(
+    w_rot: Tensor,
+    kappa: Tensor,
+    vv: Tensor,
+    damping: Tensor,
+    sigma: Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    chunk: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Converged-LiSSA iterates in the eigenbasis of ``K = G Gᵀ = Q diag(κ) Qᵀ``.
+
+    The state per block is ``(φ_t [n], a_t)`` (module docstring); ``c̃_t = φ_t ⊙ w̃`` for every
+    query. Steps run in chunks of ``chunk`` (default: up to 256, fewer for very large batches).
+    When every multiplier ``ρ − κ/(σn)`` of a block is ≥ 0 (``scale_factor ≥ 1``), ``‖Δu_t‖``
+    is non-increasing and ``‖u_t‖`` non-decreasing in ``t`` (exact arithmetic), so the relative
+    change is non-increasing: it is evaluated at the end of each chunk, and at every step of the
+    chunk only where that value is below ``2·tol`` or did not decrease since the previous chunk
+    (round-off dominates); the margin covers round-off. Otherwise every step is evaluated. Each
+    block keeps the state of the first step whose relative change is below ``tol``.
+
+    Args:
+        w_rot: ``[B, m, n]`` = ``w̃ = (v Gᵀ) Q``. kappa: ``[B, n]`` eigenvalues of ``K`` (≥ 0), in
+            the order of the columns of ``Q``. vv: ``[B, m]`` = ``‖v_q‖²``. damping, sigma: ``[B]``.
+
+    Returns ``(a_T [B], φ_T [B, n], iterations [B], rel [B], converged [B])``; the iterate is
+    ``u_T = a_T v + ((φ_T ⊙ w̃) Qᵀ) G`` (not divided by σ).
+    """
+    n_blocks, _, n = w_rot.shape
+    dtype, device = w_rot.dtype, w_rot.device
+    if chunk is None:
+        chunk = max(8, min(256, (1 << 22) // (n_blocks * (n + 1))))
+    # One step on x = [φ, a] is x_t = e + x_{t−1}[:, n] · coup + x_{t−1} ⊙ mult:
+    # φ_t = (ρ − κ/(σn)) φ_{t−1} − a_{t−1}/(σn) and a_t = 1 + ρ a_{t−1}.
+    rho = (1.0 - damping / sigma)[:, None]
+    inv_sn = (1.0 / (sigma * n))[:, None]
+    zero = torch.zeros(n_blocks, 1, dtype=dtype, device=device)
+    mult = torch.cat([rho - kappa * inv_sn, rho], dim=1)
+    coup = torch.cat([(-inv_sn).expand(n_blocks, n), zero], dim=1)
+    e = torch.cat([torch.zeros_like(kappa), zero + 1.0], dim=1)
+    x = e.clone()  # φ_0 = 0, a_0 = 1
+    w2 = w_rot.square()
+    monotone = (mult >= 0).all(dim=1)
+    rel_prev = torch.full((n_blocks,), torch.inf, dtype=dtype, device=device)
+
+    final = torch.empty_like(x)
+    iterations = torch.zeros(n_blocks, dtype=torch.long)
+    rel_out = torch.full((n_blocks,), torch.inf, dtype=torch.float64)
+    converged = torch.zeros(n_blocks, dtype=torch.bool)
+    active = torch.arange(n_blocks)
+    xs: Tensor | None = None
+    t = 0
+    while active.numel() > 0 and t < max_iter:
+        k = min(chunk, max_iter - t)
+        if xs is None or xs.shape[1] != x.shape[0]:
+            xs = x.new_empty(chunk + 1, *x.shape)
+            steps, a_prev = xs.unbind(0), xs[:, :, n:].unbind(0)
+        xs[0] = x
+        for j in range(k):  # two in-place ops per step, no synchronisation
+            torch.addcmul(e, a_prev[j], coup, out=steps[j + 1])
+            steps[j + 1].addcmul_(steps[j], mult)
+        rel_end = _chunk_relative(xs[k - 1 : k + 1], w2, kappa, vv)[:, 0]
+        full = (~monotone | (rel_end < 2 * tol) | (rel_end >= rel_prev)).nonzero().squeeze(1)
+        hit = torch.zeros_like(monotone)
+        step = torch.full_like(active, k - 1).to(device)  # 0-based step in chunk
+        rel_step = rel_end.clone()
+        if full.numel() > 0:
+            rel = _chunk_relative(xs[: k + 1, full], w2[full], kappa[full], vv[full])  # [F, k]
+            met = rel < tol
+            hit_f = met.any(dim=1)
+            step_f = torch.where(hit_f, met.to(torch.uint8).argmax(dim=1), k - 1)
+            hit[full], step[full] = hit_f, step_f
+            rel_step[full] = rel.gather(1, step_f[:, None])[:, 0]
+        stop = hit | (t + k >= max_iter)
+        if bool(stop.any()):
+            rows = stop.nonzero().squeeze(1)
+            idx = active[rows.cpu()]
+            final[idx] = xs[step[rows] + 1, rows]
+            iterations[idx] = t + 1 + step[rows].cpu()
+            rel_out[idx] = rel_step[rows].double().cpu()
+            converged[idx] = hit[rows].cpu()
+            keep = ~stop
+            active = active[keep.cpu()]
+            x = xs[k][keep]
+            mult, coup, e, w2, kappa = mult[keep], coup[keep], e[keep], w2[keep], kappa[keep]
+            vv, monotone, rel_end = vv[keep], monotone[keep], rel_end[keep]
+        else:
+            x = xs[k].clone()
+        rel_prev = rel_end
+        t += k
+    return final[:, n], final[:, :n], iterations, rel_out, converged
+
+
 @register
 class Lissa(PreconditionedGradientMethod):
     """``lissa``: LiSSA iterated to convergence, ``s = (u_T/σ) · g``; ``[m, n]`` float32.
 
-    See the module docstring for the recursion, the stopping rule and the two exact
+    See the module docstring for the recursion, the stopping rule and the three exact
     implementations. Options: ``tol`` (relative change, default 1e-9), ``max_iter`` (default
     100000), ``scale_factor`` (σ = scale_factor · top eigenvalue of ``H + λI``, default 1.1) and
-    ``path`` (``auto``: coefficient space when ``d > n``, else dense). Per block, info reports
-    σ, the top eigenvalue of ``H``, iterations, the final relative change and ``converged``.
+    ``path`` (``auto``: eigen when ``d > n``, else dense; or ``dense``, ``coefficient``,
+    ``eigen`` for every block). Per block, info reports σ, the top eigenvalue of ``H``,
+    iterations, the final relative change and ``converged``.
     """
 
     name = "lissa"
@@ -232,7 +357,7 @@ class Lissa(PreconditionedGradientMethod):
     def _path_for(self, n: int, d: int) -> str:
         if self.path != "auto":
             return self.path
-        return "coefficient" if d > n else "dense"
+        return "eigen" if d > n else "dense"
 
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
         return self.precondition_blocks({block: train}, {block: queries}, {block: damping})[block]
@@ -249,6 +374,8 @@ class Lissa(PreconditionedGradientMethod):
         for (path, _), blocks in groups.items():
             if path == "coefficient":
                 out.update(self._run_coefficient(blocks, train, queries, dampings))
+            elif path == "eigen":
+                out.update(self._run_eigen(blocks, train, queries, dampings))
             else:
                 out.update(self._run_dense(blocks, train, queries, dampings))
         return {b: out[b] for b in train}
@@ -303,6 +430,34 @@ class Lissa(PreconditionedGradientMethod):
             g = train[b].double()
             v = queries[b].to(device=g.device, dtype=torch.float64)
             out[b] = (a[i] * v + c[i] @ g) / sigma[i]
+        return out
+
+    def _run_eigen(self, blocks, train, queries, dampings) -> dict[str, Tensor]:
+        qs, kappas, ws, vvs = [], [], [], []
+        for b in blocks:
+            g = train[b].double()
+            v = queries[b].to(device=g.device, dtype=torch.float64)
+            kappa, q = torch.linalg.eigh(g @ g.T)
+            qs.append(q)
+            kappas.append(kappa.clamp_min(0.0))  # round-off can make κ slightly negative
+            ws.append((v @ g.T) @ q)
+            vvs.append(v.square().sum(dim=1))
+        kappa, w_rot, vv = torch.stack(kappas), torch.stack(ws), torch.stack(vvs)
+        del kappas, ws, vvs
+        n = w_rot.shape[2]
+        mu = (kappa[:, -1] / n).tolist()
+        lam, sigma, mu_t = self._scales(blocks, mu, dampings)
+        lam, sigma = lam.to(kappa.device), sigma.to(kappa.device)
+        a, phi, its, rel, conv = lissa_eigen(
+            w_rot, kappa, vv, lam, sigma, tol=self.tol, max_iter=self.max_iter
+        )
+        self._record_all(blocks, "eigen ((n+1)-dim, diagonal)", mu_t, sigma, its, rel, conv)
+        out = {}
+        for i, b in enumerate(blocks):
+            g = train[b].double()
+            v = queries[b].to(device=g.device, dtype=torch.float64)
+            c = (w_rot[i] * phi[i]) @ qs[i].T
+            out[b] = (a[i] * v + c @ g) / sigma[i]
         return out
 
     def summarize(self, blocks: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Method registry: ``--method`` names → :class:`~attriblm.methods.base.AttributionMethod` classes.
 
 Importing :mod:`attriblm.methods` registers the built-in methods, in the order
-``gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact``.
+``gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact, tracin, cg, kfac, ekfac``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from attriblm.errors import ConfigError
-from attriblm.methods.base import AttributionMethod
+from attriblm.methods.base import FEATURE_KINDS, AttributionMethod, method_needs
 
 _REGISTRY: dict[str, type[AttributionMethod]] = {}
 
@@ -23,11 +23,13 @@ def register(cls: M) -> M:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    for attr in ("needs", "summary"):
-        if not isinstance(getattr(cls, attr, None), str):
-            raise TypeError(f"{cls.__name__} needs a class attribute '{attr}'")
-    if cls.needs not in ("gradients", "representations"):
-        raise TypeError(f"{cls.__name__}.needs must be 'gradients' or 'representations'")
+    if not isinstance(getattr(cls, "summary", None), str):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'summary'")
+    needs = getattr(cls, "needs", None)
+    if not isinstance(needs, (str, tuple)):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'needs'")
+    if not method_needs(cls) or any(k not in FEATURE_KINDS for k in method_needs(cls)):
+        raise TypeError(f"{cls.__name__}.needs must be drawn from {', '.join(FEATURE_KINDS)}")
     existing = _REGISTRY.get(name)
     if existing is not None and existing is not cls:
         raise ValueError(f"method name '{name}' is already registered by {existing.__name__}")

@@ -5,6 +5,8 @@ Run directory (DESIGN §2)::
     config.yaml                  resolved settings, enough to repeat the run
     run.json                     versions, wall time per stage, per-method info (λ per block)
     scores/<method>.safetensors  tensor ``scores`` [n_query, n_train] float32, larger = supportive
+    factors/<method>.safetensors fitted K-FAC / EK-FAC eigenbases and eigenvalues (train side;
+                                 reuse with ``AttributeSettings.factors`` / ``--factors``)
     topk.jsonl                   per method and query: the top-k training rows (index, score, label)
     data/{train,queries}.jsonl   the examples in file order (labels for ``evaluate``)
 
@@ -25,14 +27,18 @@ import torch
 from attriblm import __version__
 from attriblm.data.schema import Example
 from attriblm.data.tokenize import encode_examples, encode_prompts
+from attriblm.errors import ConfigError
+from attriblm.features.checkpoints import checkpoint_gradients
 from attriblm.features.gradients import per_example_gradients
+from attriblm.features.kfac import KFACCollector
 from attriblm.features.representations import representations
 from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
-from attriblm.methods.base import FeatureSet
+from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
-from attriblm.methods.registry import create_method, expand_method_names
+from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.models.loading import LoadedModel
 from attriblm.progress import StageProgress
+from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 
 
 @dataclass
@@ -49,6 +55,8 @@ class AttributeSettings:
     repsim_layer: int = -1
     repsim_pooling: str = "last"
     topk: int = 10
+    checkpoints: str | None = None
+    factors: str | None = None
 
 
 @dataclass
@@ -104,28 +112,60 @@ def compute_features(
     need_grads: bool,
     need_reprs: bool,
     source: str,
+    need_kfac: bool = False,
+    checkpoints: Sequence[Checkpoint] | None = None,
     progress: StageProgress = _no_progress,
     timings: dict[str, float] | None = None,
 ) -> tuple[FeatureSet, int]:
-    """Per-example LoRA gradients and/or representations of ``examples``.
+    """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations.
 
-    Returns the feature set and the number of truncated examples.
+    ``need_kfac`` collects the K-FAC factors (:mod:`attriblm.features.kfac`) in the same
+    forward/backward pass as the gradients (so it implies gradients); ``checkpoints`` adds one
+    gradient set per checkpoint and their learning rates (TracIn). Returns the feature set and
+    the number of truncated examples.
     """
     timings = {} if timings is None else timings
     pad_id = loaded.tokenizer.pad_token_id
-    grads, reprs, truncated = None, None, 0
-    if need_grads:
+    grads, reprs, truncated, kfac = None, None, 0, None
+    ckpt_grads, ckpt_lrs = None, None
+    encoded = None
+    row_names = [f"{source} row {i + 1}" for i in range(len(examples))]
+    if need_grads or need_kfac or checkpoints:
         encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
+    if need_grads or need_kfac:
         start = time.perf_counter()
-        grads = per_example_gradients(
+        collector = KFACCollector(loaded.model) if need_kfac else None
+        try:
+            grads = per_example_gradients(
+                loaded.model,
+                encoded,
+                pad_token_id=pad_id,
+                batch_size=settings.batch_size,
+                progress=progress(f"gradients · {source}", len(encoded)),
+                names=row_names,
+                on_batch=None if collector is None else collector.set_batch,
+            )
+            if collector is not None:
+                kfac = collector.factors()
+        finally:
+            if collector is not None:
+                collector.close()
+        timings[f"gradients:{source}"] = time.perf_counter() - start
+    if checkpoints:
+        start = time.perf_counter()
+        ckpt_grads = checkpoint_gradients(
             loaded.model,
+            [c.path for c in checkpoints],
             encoded,
             pad_token_id=pad_id,
             batch_size=settings.batch_size,
-            progress=progress(f"gradients · {source}", len(encoded)),
-            names=[f"{source} row {i + 1}" for i in range(len(encoded))],
+            progress=lambda c: progress(
+                f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}", len(encoded)
+            ),
+            names=row_names,
         )
-        timings[f"gradients:{source}"] = time.perf_counter() - start
+        ckpt_lrs = [c.lr for c in checkpoints]
+        timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
     if need_reprs:
         prompt_ids = encode_prompts(
             examples, loaded.tokenizer, template=settings.template, max_length=settings.max_length
@@ -141,7 +181,30 @@ def compute_features(
             progress=progress(f"representations · {source}", len(prompt_ids)),
         )
         timings[f"representations:{source}"] = time.perf_counter() - start
-    return FeatureSet(grads=grads, reprs=reprs), truncated
+    features = FeatureSet(
+        grads=grads, reprs=reprs, checkpoint_grads=ckpt_grads, checkpoint_lrs=ckpt_lrs, kfac=kfac
+    )
+    return features, truncated
+
+
+def resolve_checkpoints(loaded: LoadedModel, settings: AttributeSettings) -> list[Checkpoint]:
+    """The fine-tune checkpoints for TracIn: ``settings.checkpoints``, else beside the adapter."""
+    if settings.checkpoints is not None:
+        return load_checkpoints(settings.checkpoints)
+    found = discover_checkpoints(loaded.identity.get("adapter"))
+    if not found:
+        raise ConfigError(
+            "method 'tracin' needs the fine-tune's per-epoch checkpoints, but none were found "
+            f"beside the adapter ({loaded.identity.get('adapter')}); pass --checkpoints DIR"
+        )
+    return found
+
+
+def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
+    options: dict = {"damping": Damping(settings.damping_mode, settings.damping)}
+    if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
+        options["factors"] = str(Path(settings.factors) / f"{name}.safetensors")
+    return create_method(name, **options)
 
 
 def _topk_rows(method: str, scores: torch.Tensor, train: Sequence[Example], k: int) -> list[dict]:
@@ -185,12 +248,12 @@ def attribute(
     """
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     names = expand_method_names(settings.methods)
-    methods = {
-        name: create_method(name, damping=Damping(settings.damping_mode, settings.damping))
-        for name in names
-    }
-    need_grads = any(m.needs == "gradients" for m in methods.values())
-    need_reprs = any(m.needs == "representations" for m in methods.values())
+    methods = {name: _create(name, settings) for name in names}
+    needs = {kind for m in methods.values() for kind in method_needs(m)}
+    need_grads = "gradients" in needs
+    need_reprs = "representations" in needs
+    need_kfac = "kfac" in needs and settings.factors is None
+    checkpoints = resolve_checkpoints(loaded, settings) if "checkpoints" in needs else None
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
 
@@ -200,6 +263,8 @@ def attribute(
         settings,
         need_grads=need_grads,
         need_reprs=need_reprs,
+        need_kfac=need_kfac,
+        checkpoints=checkpoints,
         source=sources["train"],
         progress=progress,
         timings=timings,
@@ -210,6 +275,7 @@ def attribute(
         settings,
         need_grads=need_grads,
         need_reprs=need_reprs,
+        checkpoints=checkpoints,
         source=sources["queries"],
         progress=progress,
         timings=timings,
@@ -240,6 +306,11 @@ def attribute(
             else {}
         ),
         "methods": method_info,
+        "checkpoints": (
+            [{"path": str(c.path), "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
+            if checkpoints
+            else None
+        ),
         "timings_seconds": timings,
     }
     out_dir = Path(out_dir)
@@ -248,6 +319,9 @@ def attribute(
         (staging / "data").mkdir()
         for name, matrix in scores.items():
             save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+        for name, method in methods.items():
+            if getattr(method, "fitted", None) is not None:
+                method.save_factors(staging / "factors" / f"{name}.safetensors")
         topk = [
             row for name in names for row in _topk_rows(name, scores[name], train, settings.topk)
         ]
