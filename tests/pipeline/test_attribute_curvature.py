@@ -81,3 +81,27 @@ def test_tracin_without_checkpoints_is_a_config_error(tiny_adapter, tmp_path):
         loaded, AttributeSettings(checkpoints=str(tiny_adapter.parent / "checkpoints"))
     )
     assert [c.epoch for c in found] == [1]
+
+
+def test_last_checkpoint_reuses_the_main_gradients(tiny_adapter, small_data):
+    from attriblm.data.tokenize import encode_examples
+    from attriblm.features.checkpoints import checkpoint_gradients, matches_current_weights
+    from attriblm.features.gradients import per_example_gradients
+
+    loaded = load_model("tiny", adapter=tiny_adapter)
+    ckpt = tiny_adapter.parent / "checkpoints" / "epoch-001"
+    assert matches_current_weights(loaded.model, ckpt)
+    encoded = encode_examples(small_data[0][:4], loaded.tokenizer)
+    pad = loaded.tokenizer.pad_token_id
+    current = per_example_gradients(loaded.model, encoded, pad_token_id=pad, batch_size=4)
+    recomputed = checkpoint_gradients(loaded.model, [ckpt], encoded, pad_token_id=pad, batch_size=4)
+    reused = checkpoint_gradients(
+        loaded.model, [ckpt], encoded, pad_token_id=pad, batch_size=4, current_gradients=current
+    )
+    assert reused[0] is current
+    for name, grad in recomputed[0].items():
+        assert torch.equal(grad, current[name])
+    linear = dict(lora_linears(loaded.model))
+    with torch.no_grad():
+        next(m for n, m in linear.items() if n.endswith("lora_B")).weight.add_(1.0)
+    assert not matches_current_weights(loaded.model, ckpt)

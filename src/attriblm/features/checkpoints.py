@@ -42,6 +42,21 @@ def adapter_weights(model: torch.nn.Module, adapter_dir: Path) -> Iterator[None]
         set_peft_model_state_dict(model, saved)
 
 
+def matches_current_weights(model: torch.nn.Module, adapter_dir: Path) -> bool:
+    """True when the LoRA weights saved in ``adapter_dir`` equal ``model``'s own, bit for bit."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = Path(adapter_dir) / ADAPTER_FILE
+    if not weights.is_file():
+        return False
+    saved = load_file(str(weights))
+    current = get_peft_model_state_dict(model, save_embedding_layers=False)
+    if set(saved) != set(current):
+        return False
+    return all(torch.equal(saved[k], current[k].detach().cpu()) for k in saved)
+
+
 def checkpoint_gradients(
     model: torch.nn.Module,
     checkpoints: Sequence[Path],
@@ -51,13 +66,20 @@ def checkpoint_gradients(
     batch_size: int = 16,
     progress: Callable[[int], Callable[[int], None] | None] | None = None,
     names: Sequence[str] = (),
+    current_gradients: dict[str, torch.Tensor] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """One :func:`per_example_gradients` dict per checkpoint, in the given order.
 
     ``progress(c)`` returns the progress callback for checkpoint ``c`` (or ``None``).
+    ``current_gradients`` are the same examples' gradients at the model's own adapter weights
+    (same batch size); a checkpoint with exactly those weights (usually the last epoch) reuses
+    them instead of a second pass, which yields identical values.
     """
     out = []
     for c, ckpt in enumerate(checkpoints):
+        if current_gradients is not None and matches_current_weights(model, ckpt):
+            out.append(current_gradients)
+            continue
         with adapter_weights(model, ckpt):
             out.append(
                 per_example_gradients(

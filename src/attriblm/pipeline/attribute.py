@@ -163,6 +163,7 @@ def compute_features(
                 f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}", len(encoded)
             ),
             names=row_names,
+            current_gradients=grads,
         )
         ckpt_lrs = [c.lr for c in checkpoints]
         timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
