@@ -18,3 +18,27 @@ def tiny_adapter(tmp_path_factory, samples_dir) -> Path:
         load_model("tiny"), train, TrainSettings(epochs=1, lr=1e-3, batch_size=16), out
     )
     return result.adapter_dir
+
+
+BENCH_SIZES = {
+    "grammars": {"n_train_per_class": 2, "n_test_per_class": 1},
+    "harmful-s": {"n_harmful_train": 4, "n_benign_train": 4, "n_harmful_test": 3},
+}
+BENCH_METHODS = ("gradsim", "repsim", "lissa-paper", "exact")
+
+
+@pytest.fixture(scope="session")
+def bench_dir(tmp_path_factory) -> Path:
+    """A tiny two-task bench (grammars, harmful-s) × both loss masks × four methods."""
+    from attriblm.pipeline.bench import run_bench
+
+    out = tmp_path_factory.mktemp("bench")
+    run_bench(
+        out,
+        tasks=list(BENCH_SIZES),
+        methods=list(BENCH_METHODS),
+        model="tiny",
+        epochs=1,
+        task_sizes=BENCH_SIZES,
+    )
+    return out

@@ -8,24 +8,17 @@ from attriblm.errors import ConfigError
 from attriblm.io import read_json
 from attriblm.pipeline.bench import run_bench
 
+# The grid of the shared `bench_dir` fixture (tests/pipeline/conftest.py).
 SIZES = {
     "grammars": {"n_train_per_class": 2, "n_test_per_class": 1},
     "harmful-s": {"n_harmful_train": 4, "n_benign_train": 4, "n_harmful_test": 3},
 }
+BENCH_METHODS = ("gradsim", "repsim", "lissa-paper", "exact")
 
 
-@pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    run_bench(
-        out,
-        tasks=list(SIZES),
-        methods=["gradsim", "repsim", "exact"],
-        model="tiny",
-        epochs=1,
-        task_sizes=SIZES,
-    )
-    return out
+def test_fixture_grid_is_the_one_these_tests_assume(bench_dir):
+    grid = read_json(bench_dir / "bench.json")["grid"]
+    assert grid["task_sizes"] == SIZES and grid["methods"] == list(BENCH_METHODS)
 
 
 def _csv(path):
@@ -35,14 +28,14 @@ def _csv(path):
 
 def test_bench_writes_grid_tables_and_plot(bench_dir):
     rows = _csv(bench_dir / "results.csv")
-    assert len(rows) == 2 * 2 * 3  # tasks × loss masks × methods
+    assert len(rows) == 2 * 2 * len(BENCH_METHODS)  # tasks × loss masks × methods
     assert {(r["task"], r["loss_mask"]) for r in rows} == {
         (t, m) for t in SIZES for m in ("response", "paper")
     }
     for task in SIZES:
         for mask in ("response", "paper"):
             report = read_json(bench_dir / task / mask / "metrics.json")
-            assert set(report["methods"]) == {"gradsim", "repsim", "exact"}
+            assert set(report["methods"]) == set(BENCH_METHODS)
     markdown = (bench_dir / "results.md").read_text()
     assert "### loss mask: response" in markdown and "### loss mask: paper" in markdown
     header = next(line for line in markdown.splitlines() if line.startswith("| method"))
@@ -65,12 +58,15 @@ def test_rerun_comes_from_cache_with_identical_results(bench_dir):
     run_bench(
         bench_dir,
         tasks=list(SIZES),
-        methods=["gradsim", "repsim", "exact"],
+        methods=list(BENCH_METHODS),
         model="tiny",
         epochs=1,
         task_sizes=SIZES,
     )
     assert (bench_dir / "results.csv").read_text() == before
+    history = read_json(bench_dir / "bench.json")["history"]
+    assert history[-1]["computed"] == {"finetunes": 0, "runs": 0}
+    assert history[0]["computed"] == {"finetunes": 4, "runs": 4}
     assert sorted(p.name for p in (bench_dir / "cache" / "finetune").iterdir()) == finetunes
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from attriblm.data.tasks import PRESETS, build_task
 from attriblm.data.writers import write_dataset
 from attriblm.errors import ConfigError
-from attriblm.io import write_json, write_text
+from attriblm.io import read_json, write_json, write_text
 from attriblm.methods.registry import expand_method_names
 from attriblm.models.loading import load_model
 from attriblm.pipeline.attribute import AttributeSettings, attribute
@@ -90,10 +90,13 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
-def _finetuned(model: str, train, settings: TrainSettings, cache: Path, source: str, progress):
+def _finetuned(
+    model: str, train, settings: TrainSettings, cache: Path, source: str, progress, computed
+):
     key = content_key(model_key(model), examples_key(train), settings.to_dict())
     out = cache / "finetune" / key
     if not (out / "train_log.json").is_file():
+        computed["finetunes"] += 1
         finetune(
             load_model(model),
             train,
@@ -106,11 +109,12 @@ def _finetuned(model: str, train, settings: TrainSettings, cache: Path, source: 
 
 
 def _attributed(
-    model, ft_key, ft_dir, splits, settings: AttributeSettings, cache, source, progress
+    model, ft_key, ft_dir, splits, settings: AttributeSettings, cache, source, progress, computed
 ):
     key = content_key(ft_key, examples_key(splits["test"]), asdict(settings))
     run_dir = cache / "runs" / key
     if not (run_dir / "run.json").is_file():
+        computed["runs"] += 1
         attribute(
             load_model(model, adapter=ft_dir / "adapter"),
             splits["train"],
@@ -148,9 +152,12 @@ def run_bench(
 
     ``epochs`` overrides the preset's epochs; ``task_sizes`` overrides a task's preset sizes
     (e.g. ``{"grammars": {"n_train_per_class": 2}}``). Returns the rows of ``results.csv``
-    (one per task × loss mask × method).
+    (one per task × loss mask × method). ``OUT/bench.json`` records the grid's settings and,
+    per invocation, the wall time and how many fine-tunes and runs were computed (not cached).
     """
     _check(tasks, preset, loss_masks)
+    started = time.perf_counter()
+    computed = {"finetunes": 0, "runs": 0}
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
     method_names = expand_method_names(methods)
@@ -164,13 +171,13 @@ def run_bench(
             start = time.perf_counter()
             settings = train_settings(task, preset, mask, seed, epochs)
             ft_key, ft_dir = _finetuned(
-                model, splits["train"], settings, cache, f"{task}", progress
+                model, splits["train"], settings, cache, f"{task}", progress, computed
             )
             attribute_settings = AttributeSettings(
                 methods=method_names, loss_mask=mask, template=settings.template
             )
             run_dir = _attributed(
-                model, ft_key, ft_dir, splits, attribute_settings, cache, task, progress
+                model, ft_key, ft_dir, splits, attribute_settings, cache, task, progress, computed
             )
             report = evaluate_run(run_dir, extra_k=_extra_k(task, splits["train"]))
             report.update({"task": task, "loss_mask": mask, "finetune": str(ft_dir)})
@@ -178,7 +185,27 @@ def run_bench(
             rows.extend(_result_rows(task, mask, report))
             log(f"{task} · {mask}: done in {time.perf_counter() - start:.0f} s")
     write_results(out_dir, rows, method_names, list(tasks), list(loss_masks))
+    grid = {
+        "tasks": list(tasks),
+        "methods": method_names,
+        "preset": preset,
+        "loss_masks": list(loss_masks),
+        "model": model,
+        "seed": seed,
+        "epochs": epochs,
+        "task_sizes": task_sizes,
+    }
+    _record_invocation(out_dir, grid, time.perf_counter() - started, computed)
     return rows
+
+
+def _record_invocation(out_dir: Path, grid: dict, wall: float, computed: dict) -> None:
+    """Append this invocation to ``bench.json`` (history kept while the grid is unchanged)."""
+    path = out_dir / "bench.json"
+    previous = read_json(path) if path.is_file() else {}
+    history = previous.get("history", []) if previous.get("grid") == grid else []
+    history.append({"wall_seconds": wall, "computed": dict(computed)})
+    write_json(path, {"grid": grid, "history": history})
 
 
 def _result_rows(task: str, mask: str, report: dict) -> list[dict]:

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attriblm.errors import AttriblmError
+from attriblm.io import read_json
+from attriblm.pipeline.bench_summary import (
+    bench_markdown,
+    compute_seconds,
+    findings,
+    mean_rank_agreement,
+    read_results,
+)
+
+
+def test_compute_seconds_sums_every_task_and_mask(bench_dir):
+    seconds = compute_seconds(bench_dir)
+    assert len(seconds["per_run"]) == 4  # 2 tasks × 2 loss masks
+    assert all(r["finetune"] > 0 and r["attribute"] > 0 for r in seconds["per_run"])
+    total = sum(r["finetune"] + r["attribute"] for r in seconds["per_run"])
+    assert seconds["total"] == pytest.approx(total)
+
+
+def test_findings_are_computed_from_the_score_files(bench_dir):
+    items = {(i["finding"], i["loss_mask"]): i for i in findings(bench_dir)}
+    lissa = items[("lissa_paper_like_gradsim", "response")]["numbers"]
+    assert set(lissa["spearman_per_task"]) == {"grammars", "harmful-s"}
+    assert -1.0 <= lissa["mean_spearman"] <= 1.0
+    # no math task in this grid: that finding is not measured
+    assert items[("math_easy", "paper")]["agrees"] is None
+    ahead = items[("repsim_ahead", "paper")]
+    rows = read_results(bench_dir)
+    repsim = [r["acc"] for r in rows if r["loss_mask"] == "paper" and r["method"] == "repsim"]
+    harmful = [r for r in rows if r["task"] == "harmful-s" and r["loss_mask"] == "paper"]
+    assert ahead["numbers"]["tasks"] == ["harmful-s"]
+    assert ahead["numbers"]["repsim_acc"] == pytest.approx(
+        next(r["acc"] for r in harmful if r["method"] == "repsim")
+    )
+    assert len(repsim) == 2
+    exact_acc = ahead["numbers"]["influence_acc"]["exact"]
+    expected = ahead["numbers"]["repsim_acc"] >= max(
+        v for v in ahead["numbers"]["influence_acc"].values() if v is not None
+    ) + 0.2
+    assert exact_acc is not None and ahead["agrees"] == expected
+
+
+def test_mean_rank_agreement():
+    a = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    assert mean_rank_agreement(a, a) == pytest.approx(1.0)
+    assert mean_rank_agreement(a, -a) == pytest.approx(-1.0)
+
+
+def test_bench_markdown_has_command_time_table_and_findings(bench_dir):
+    text = bench_markdown(bench_dir, "bench-out", image="img/results.png")
+    grid = read_json(bench_dir / "bench.json")["grid"]
+    assert f"attriblm bench --preset {grid['preset']} --model tiny" in text
+    assert "--out bench-out" in text
+    assert "### loss mask: response" in text and "![results](img/results.png)" in text
+    assert "Paper-style LiSSA ranks like gradient similarity" in text
+    assert "Compute time recorded by the runs" in text
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(AttriblmError, match="results.csv"):
+        read_results(tmp_path)
