@@ -30,9 +30,15 @@ def test_absolute_ignores_gradients():
     assert Damping("absolute", 0.25).lambda_for(torch.zeros(4, 3)) == 0.25
 
 
-def test_zero_gradients_raise_naming_the_block():
+def test_zero_gradients_get_the_lambda_floor():
+    assert Damping().lambda_for(torch.zeros(5, 7), block="layers.3.q_proj.lora_B") == 0.1
+    assert Damping("relative", 0.5).lambda_for(torch.zeros(2, 3)) == 0.5
+
+
+def test_non_finite_gradients_raise_naming_the_block():
+    g = torch.tensor([[1.0, float("inf")]])
     with pytest.raises(ConfigError, match="layers.3.q_proj.lora_B"):
-        Damping().lambda_for(torch.zeros(5, 7), block="layers.3.q_proj.lora_B")
+        Damping().lambda_for(g, block="layers.3.q_proj.lora_B")
 
 
 @pytest.mark.parametrize(
@@ -50,14 +56,23 @@ def test_invalid_settings(mode, value):
         Damping(mode, value)
 
 
-def test_zero_block_fails_the_method_with_its_name(features):
+@pytest.mark.parametrize("name", DAMPED)
+def test_zero_block_adds_nothing_and_is_floored(name, features):
     train, queries = features
-    grads = dict(train.grads)
-    grads["dead.block"] = torch.zeros(train.n, 3)
-    qgrads = dict(queries.grads)
-    qgrads["dead.block"] = torch.ones(queries.n, 3)
-    with pytest.raises(ConfigError, match="dead.block"):
-        create_method("exact").score(FeatureSet(grads=grads), FeatureSet(grads=qgrads))
+    grads = {**train.grads, "dead.block": torch.zeros(train.n, 3)}
+    qgrads = {**queries.grads, "dead.block": torch.ones(queries.n, 3)}
+    opts = {"max_iter": 50} if name == "lissa" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        base = create_method(name, **opts).score(train, queries)
+        with pytest.warns(UserWarning, match="1 of 5 gradient blocks .*first: dead.block"):
+            out = create_method(name, **opts).score(
+                FeatureSet(grads=grads), FeatureSet(grads=qgrads)
+            )
+    assert out.info["lambda"]["dead.block"] == 0.1
+    assert out.info["blocks"]["dead.block"]["zero_gradients"] is True
+    assert torch.isfinite(out.scores).all()
+    torch.testing.assert_close(out.scores, base.scores, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", DAMPED)

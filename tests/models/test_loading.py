@@ -168,7 +168,8 @@ def test_pad_token_from_eos(tmp_path):
     tokenizer.pad_token = None
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    loaded = load_model(str(tmp_path))
+    with pytest.warns(UserWarning, match="no pad token; using its eos token '</s>'"):
+        loaded = load_model(str(tmp_path))
     assert loaded.identity["pad_token_from_eos"] is True
     assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token == "</s>"
 

@@ -87,8 +87,12 @@ def read_text(path: Path) -> str:
 
 
 def read_jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``("line N", row)`` for each non-blank line of a JSON lines file."""
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    """Yield ``("line N", row)`` for each non-blank line of a JSON lines file.
+
+    Lines end at ``\n`` only (a ``\r`` before it is JSON whitespace): ``str.splitlines`` would
+    also split at U+0085, U+2028 and U+2029, which JSON writers leave unescaped inside strings.
+    """
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from attriblm.data.tokenize import EncodedExample, collate
-from attriblm.errors import AttriblmError
+from attriblm.errors import AttriblmError, ModelError
 from attriblm.models.lora import lora_linears
 from attriblm.train.loss import per_example_loss
 
@@ -131,5 +131,8 @@ def _check_finite(block: torch.Tensor, name: str, start: int, names: Sequence[st
     bad = (~torch.isfinite(block)).any(dim=1).nonzero().flatten()
     if len(bad):
         index = start + int(bad[0])
-        who = names[index] if index < len(names) else f"example {index}"
-        raise AttriblmError(f"non-finite gradient for {who} in block {name}")
+        who = names[index] if index < len(names) else f"example {index + 1}"
+        raise ModelError(
+            f"non-finite gradient (NaN or inf) for {who} in block {name}: check the model and "
+            "adapter weights, or use --dtype fp32"
+        )

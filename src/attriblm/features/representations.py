@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from attriblm.data.tokenize import collate_prompts
-from attriblm.errors import ConfigError
+from attriblm.errors import ConfigError, ModelError
 
 POOLINGS = ("last", "mean")
 
@@ -32,6 +32,7 @@ def representations(
     pooling: str = "last",
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    names: Sequence[str] = (),
 ) -> torch.Tensor:
     """Hidden-state vectors of prompts.
 
@@ -40,9 +41,13 @@ def representations(
         layer: ``-1`` = last layer after the final norm; ``k ≥ 0`` = output of the k-th entry of
             ``hidden_states`` (0 = embeddings, no final norm).
         pooling: ``last`` (the last real token) or ``mean`` (mean over real tokens).
+        names: optional per-prompt names used in errors (e.g. ``train.jsonl row 7``).
 
     Returns:
         ``[n, hidden]`` float32, rows in the order of ``prompt_ids``.
+
+    Raises:
+        ModelError: a representation holds NaN or inf (the message names the first such row).
     """
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling '{pooling}' (--repsim-pooling); choose {POOLINGS}")
@@ -62,6 +67,7 @@ def representations(
             )
             hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
             rows.append(_pool(hidden.float(), mask, batch["last_index"].to(device), pooling).cpu())
+            _check_finite(rows[-1], start, names)
             if progress is not None:
                 progress(len(rows[-1]))
     finally:
@@ -77,3 +83,14 @@ def _pool(
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last_index]
     weights = mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * weights).sum(1) / weights.sum(1)
+
+
+def _check_finite(block: torch.Tensor, start: int, names: Sequence[str]) -> None:
+    bad = (~torch.isfinite(block)).any(dim=1).nonzero().flatten()
+    if len(bad):
+        index = start + int(bad[0])
+        who = names[index] if index < len(names) else f"example {index + 1}"
+        raise ModelError(
+            f"non-finite representation (NaN or inf) for {who}: check the model and adapter "
+            "weights, or use --dtype fp32"
+        )

@@ -14,6 +14,7 @@ Conventions (DESIGN §2), shared by every method:
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -236,7 +237,20 @@ class PreconditionedGradientMethod(AttributionMethod):
         }
 
     def block_dampings(self, train: dict[str, Tensor]) -> dict[str, float]:
-        """``λ_b`` per block; default :meth:`Damping.lambda_for` on the block's train gradients."""
+        """``λ_b`` per block; default :meth:`Damping.lambda_for` on the block's train gradients.
+
+        Blocks whose train gradients are all zero get the λ floor; they are recorded
+        (``zero_gradients``) and named in one warning.
+        """
+        dead = [b for b, g in train.items() if not bool(g.any())]
+        for b in dead:
+            self.record(b, zero_gradients=True)
+        if dead:
+            warnings.warn(
+                f"{len(dead)} of {len(train)} gradient blocks have all-zero training gradients "
+                f"(first: {dead[0]}); they add 0 to every score (λ floored to the damping value)",
+                stacklevel=2,
+            )
         return {b: self.damping.lambda_for(g, block=b) for b, g in train.items()}
 
     def record(self, block: str, **facts: Any) -> None:

@@ -4,6 +4,11 @@ The default is the paper / DataInf convention, ``λ_b = 0.1 · mean_i mean_j g_{
 training gradients of block ``b``. ``mode="absolute"`` uses ``value`` itself for every block.
 ``mode="eigen_mean"`` (K-FAC / EK-FAC only) uses ``value`` times the mean eigenvalue of the
 method's curvature approximation of the block (Kronfluence's heuristic with ``value = 0.1``).
+
+λ is never zero: a block whose training gradients are all zero (e.g. every ``lora_A`` while the
+adapter's ``B`` matrices are still zero) gets the floor ``λ_b = value`` (its mean square taken as
+1). With ``g_{i,b} = 0`` every method's block term ``(Ĥ_b⁻¹ v_b) · g_{i,b}`` is exactly 0 for any
+``λ_b > 0``; the floor only keeps the solves finite and well scaled.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ class Damping:
     def lambda_for(self, block_grads: torch.Tensor, block: str | None = None) -> float:
         """λ for one block from its training gradients ``[n, d]`` (computed in float64).
 
-        Raises ConfigError naming ``block`` if λ would be 0 or not finite (e.g. all-zero or
-        non-finite gradients): an undamped singular ``H_b`` has no inverse.
+        Always a finite number > 0: an all-zero block gets the floor ``value`` (module doc).
+        Raises ConfigError naming ``block`` if the block has no gradients or non-finite ones.
         """
         if self.mode == "absolute":
             return self.value
@@ -67,13 +72,12 @@ class Damping:
             raise ConfigError(f"cannot set relative damping for {where}: it has no gradients")
         mean_sq = float(block_grads.double().square().mean())
         lam = self.value * mean_sq
-        if not math.isfinite(lam) or lam <= 0:
+        if not math.isfinite(lam):
             raise ConfigError(
                 f"relative damping gives λ = {lam} for {where} (mean squared gradient "
-                f"{mean_sq}); the block's training gradients are all zero or not finite. "
-                "Use an absolute damping (--damping-mode absolute) or drop the block."
+                f"{mean_sq}): the block's training gradients are not finite"
             )
-        return lam
+        return lam if lam > 0 else self.value
 
     def lambda_from_eigenvalues(self, eigenvalues: torch.Tensor, block: str | None = None) -> float:
         """λ for ``mode="eigen_mean"``: ``value · mean(eigenvalues)`` (ConfigError if not > 0)."""

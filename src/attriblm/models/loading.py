@@ -8,6 +8,7 @@ model directory (loaded with ``local_files_only=True``).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,11 +138,17 @@ def _load_local(path: Path, torch_dtype: torch.dtype, trust_remote_code: bool):
 
 
 def _ensure_pad_token(tokenizer, model: torch.nn.Module, spec: str) -> bool:
-    """Give the tokenizer a pad token (eos when it has none); return whether eos was used."""
+    """Give the tokenizer a pad token (eos, with a warning, when it has none); return whether
+    eos was used. Safe: batches are right-padded, pads get attention 0 and no loss label."""
     if tokenizer.pad_token is not None:
         return False
     if tokenizer.eos_token is None:
         raise ModelError(f"the tokenizer of model {spec!r} has neither a pad nor an eos token")
+    warnings.warn(
+        f"the tokenizer of model {spec!r} has no pad token; using its eos token "
+        f"{tokenizer.eos_token!r} for padding (pads are masked out)",
+        stacklevel=3,
+    )
     tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id

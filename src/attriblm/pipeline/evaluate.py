@@ -6,15 +6,32 @@ import json
 from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
-from attriblm.io import load_tensors, read_json, write_json
+from attriblm.io import load_tensors, read_json, read_yaml, write_json
 from attriblm.metrics.ranking import evaluate_scores
 
 
-def _labels(path: Path) -> list[str | None]:
+def _labels(path: Path, source: str | None = None) -> list[str]:
+    """Labels of a run's ``data/*.jsonl``; DataError naming the line (and the data it came from)
+    if the file is missing or malformed or an example has no label."""
     if not path.is_file():
         raise DataError(f"{path}: missing; is this an attriblm run directory?")
+    labels = []
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line).get("label") for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                label = json.loads(line).get("label")
+            except (ValueError, AttributeError):
+                raise DataError(f"{path}: line {number}: malformed run data") from None
+            if label is None:
+                origin = f" (row {number} of {source})" if source else ""
+                raise DataError(
+                    f"{path}: line {number}{origin}: no label; evaluate needs a label for every "
+                    "example (the label field, --label-field, when running attribute)"
+                )
+            labels.append(label)
+    return labels
 
 
 def method_names(run_dir: Path) -> list[str]:
@@ -40,8 +57,10 @@ def evaluate_run(
     if not (run_dir / "run.json").is_file():
         raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
     info = read_json(run_dir / "run.json")
-    train_labels = _labels(run_dir / "data" / "train.jsonl")
-    query_labels = _labels(run_dir / "data" / "queries.jsonl")
+    config_path = run_dir / "config.yaml"
+    config = (read_yaml(config_path) or {}) if config_path.is_file() else {}
+    train_labels = _labels(run_dir / "data" / "train.jsonl", config.get("train"))
+    query_labels = _labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
     results: dict[str, dict] = {}
     for name in method_names(run_dir):
         scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
