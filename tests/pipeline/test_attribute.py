@@ -67,7 +67,8 @@ def test_run_json_and_config_record_the_run(tiny_run):
     lambdas = info["methods"]["exact"]["lambda"]
     assert set(lambdas) == set(info["blocks"]) and all(v > 0 for v in lambdas.values())
     config = read_yaml(run.out_dir / "config.yaml")
-    assert config["methods"] == available_methods()
+    assert config["method"] == available_methods()
+    assert config["out"] == str(run.out_dir) and config["loss_mask"] == "response"
     assert config["train"].endswith("grammars_small:train")
     assert config["adapter"] is not None
 

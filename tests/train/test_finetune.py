@@ -110,11 +110,14 @@ def test_config_round_trips(run):
     result, _, _ = run
     settings, data = read_train_config(result.out_dir / "config.yaml")
     assert settings == SETTINGS
-    assert data["model"]["spec"] == "tiny"
-    assert data["data"] == {"source": "inline", "n_examples": 16}
+    assert data["resolved"]["model"]["spec"] == "tiny"
+    assert data["resolved"]["data"] == {"source": "inline", "n_examples": 16}
     raw = yaml.safe_load((result.out_dir / "config.yaml").read_text())
-    assert raw["train"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
-    assert TrainSettings.from_dict(raw["train"]) == SETTINGS
+    assert raw["resolved"]["settings"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert TrainSettings.from_dict(raw["resolved"]["settings"]) == SETTINGS
+    # the flat keys are the `finetune` command's flags
+    assert raw["model"] == "tiny" and raw["train"] == "inline"
+    assert raw["lora_targets"] == "q_proj,v_proj" and raw["epochs"] == SETTINGS.epochs
 
 
 def test_same_seed_gives_identical_adapter(run, tmp_path):

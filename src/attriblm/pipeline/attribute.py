@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 
 from attriblm import __version__
+from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
-from attriblm.data.tokenize import encode_examples, encode_prompts
+from attriblm.data.templates import check_same_formatting, check_template
+from attriblm.data.tokenize import check_loss_mask, encode_examples, encode_prompts
 from attriblm.errors import ConfigError
 from attriblm.features.checkpoints import checkpoint_gradients
 from attriblm.features.gradients import per_example_gradients
@@ -168,9 +170,22 @@ def compute_features(
         ckpt_lrs = [c.lr for c in checkpoints]
         timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
     if need_reprs:
+        # one token over the limit shows which prompts get left-truncated (never silently)
         prompt_ids = encode_prompts(
-            examples, loaded.tokenizer, template=settings.template, max_length=settings.max_length
+            examples,
+            loaded.tokenizer,
+            template=settings.template,
+            max_length=settings.max_length + 1,
         )
+        long_prompts = sum(len(ids) > settings.max_length for ids in prompt_ids)
+        prompt_ids = [ids[-settings.max_length :] for ids in prompt_ids]
+        if long_prompts and encoded is None:  # with gradients, the warning above counted them
+            truncated = long_prompts
+            warnings.warn(
+                f"{source}: {long_prompts} of {len(prompt_ids)} prompts left-truncated to "
+                f"max_length={settings.max_length} for representations",
+                stacklevel=2,
+            )
         start = time.perf_counter()
         reprs = representations(
             loaded.model,
@@ -180,6 +195,7 @@ def compute_features(
             pooling=settings.repsim_pooling,
             batch_size=settings.batch_size,
             progress=progress(f"representations · {source}", len(prompt_ids)),
+            names=row_names,
         )
         timings[f"representations:{source}"] = time.perf_counter() - start
     features = FeatureSet(
@@ -234,6 +250,7 @@ def attribute(
     *,
     sources: dict[str, str] | None = None,
     progress: StageProgress = _no_progress,
+    command_options: dict | None = None,
 ) -> AttributionRun:
     """Score every query against every training example with each method in ``settings``.
 
@@ -242,12 +259,23 @@ def attribute(
         train, queries: examples in file order; columns / rows of the score matrices follow it.
         sources: names of the data (e.g. ``{"train": "data.jsonl", "queries": ...}``), recorded
             in ``config.yaml`` and used in messages.
+        command_options: the `attribute` command's resolved flags, recorded in ``config.yaml``
+            so that ``attriblm attribute --config RUN/config.yaml`` repeats the run.
 
     Returns:
         The scores per method (``[n_query, n_train]`` float32, larger = more supportive) and
         the run information written to ``run.json``.
     """
     sources = {"train": "train", "queries": "queries", **(sources or {})}
+    check_template(settings.template)  # before any work, whichever methods run
+    check_loss_mask(settings.loss_mask)
+    family = check_same_formatting([(sources["train"], train), (sources["queries"], queries)])
+    if family is not None:
+        warnings.warn(
+            f"{sources['train']}: prompts already carry {family} chat-template markup and "
+            f"--template {settings.template} wraps them again; give raw prompts",
+            stacklevel=2,
+        )
     names = expand_method_names(settings.methods)
     methods = {name: _create(name, settings) for name in names}
     needs = {kind for m in methods.values() for kind in method_needs(m)}
@@ -336,8 +364,11 @@ def attribute(
             "adapter": loaded.identity.get("adapter"),
             "train": sources["train"],
             "queries": sources["queries"],
-            **asdict(settings),
-            "methods": names,
+            "out": str(out_dir),
+            **{k: v for k, v in asdict(settings).items() if k != "methods"},
+            **(command_options or {}),
+            "method": names,
+            RESOLVED_KEY: {"model": dict(loaded.identity), "n_train": len(train)},
         }
         write_yaml(staging / "config.yaml", config)
     return AttributionRun(out_dir=out_dir, scores=scores, info=info)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
@@ -109,9 +110,10 @@ class FinetuneResult:
 def read_train_config(path: Path | str) -> tuple[TrainSettings, dict]:
     """Read a ``config.yaml`` written by :func:`finetune`: ``(settings, full mapping)``."""
     data = read_yaml(path)
-    if not isinstance(data, dict) or "train" not in data:
-        raise ConfigError(f"{path} is not a fine-tuning config (no 'train' section)")
-    return TrainSettings.from_dict(data["train"]), data
+    resolved = data.get(RESOLVED_KEY) if isinstance(data, dict) else None
+    if not isinstance(resolved, dict) or "settings" not in resolved:
+        raise ConfigError(f"{path} is not a fine-tuning config (no 'resolved: settings' section)")
+    return TrainSettings.from_dict(resolved["settings"]), data
 
 
 def finetune(
@@ -122,6 +124,7 @@ def finetune(
     *,
     data_source: str = "<examples>",
     progress: ProgressFn | None = None,
+    command_options: dict | None = None,
 ) -> FinetuneResult:
     """Add a LoRA adapter to ``loaded.model`` and train it on ``examples``; see the module doc.
 
@@ -144,7 +147,7 @@ def finetune(
     model = add_lora(loaded.model, settings.lora, seed=settings.seed)
     base_name = loaded.identity.get("path") or loaded.identity.get("spec")
     model.peft_config["default"].base_model_name_or_path = base_name
-    _write_config(out, settings, loaded.identity, data_source, len(encoded))
+    _write_config(out, settings, loaded.identity, data_source, len(encoded), command_options)
 
     batches = _Batches(encoded, settings.batch_size, _pad_token_id(loaded.tokenizer), settings.seed)
     total_steps = batches.steps_per_epoch * settings.epochs
@@ -315,12 +318,30 @@ def _prune_stale_checkpoints(checkpoint_dir: Path, epochs: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_config(out: Path, settings: TrainSettings, identity: dict, source: str, n: int) -> None:
-    write_yaml(
-        out / CONFIG_FILE,
-        {
-            "train": settings.to_dict(),
-            "model": dict(identity),
-            "data": {"source": source, "n_examples": n},
-        },
-    )
+def _write_config(
+    out: Path,
+    settings: TrainSettings,
+    identity: dict,
+    source: str,
+    n: int,
+    command_options: dict | None,
+) -> None:
+    """``config.yaml``: the `finetune` command's flags (so ``--config`` repeats the run) and,
+    under ``resolved``, the settings, model identity and data size."""
+    flags = {
+        "model": identity.get("spec"),
+        "train": source,
+        "out": str(out),
+        **{k: v for k, v in settings.to_dict().items() if k != "lora"},
+        "lora_r": settings.lora.r,
+        "lora_alpha": settings.lora.alpha,
+        "lora_dropout": settings.lora.dropout,
+        "lora_targets": ",".join(settings.lora.target_modules),
+        **(command_options or {}),
+    }
+    flags[RESOLVED_KEY] = {
+        "settings": settings.to_dict(),
+        "model": dict(identity),
+        "data": {"source": source, "n_examples": n},
+    }
+    write_yaml(out / CONFIG_FILE, flags)

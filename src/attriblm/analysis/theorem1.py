@@ -1,0 +1,305 @@
+"""Theorem 1 (DESIGN §7.1): for low-rank ``H``, ``(H + λI)⁻¹`` is close to ``I/λ``.
+
+Simulation. For each dimension ``n`` and rank ``r < n``::
+
+    H = U diag(s) Uᵀ,   U [n, r] orthonormal (QR of a standard Gaussian matrix, float64),
+                         s_i = 1 − u_i,  u_i ~ U[0, 1) i.i.d.   (so s_i ∈ (0, 1]: positive, and
+                         comparable to the study's λ = 0.1: s_i/λ ∈ (0, 10])
+
+Ranks are nested: for one ``n`` a single ``U`` and ``s`` of the largest rank are drawn and rank
+``r`` uses their first ``r`` columns / values, so the curves over ``r/n`` are not jagged by
+fresh draws.
+
+Error. ``(H + λI)⁻¹ − I/λ = −(1/λ) H (H + λI)⁻¹``; its eigenvalues are ``−s_i / (λ(s_i + λ))`` on
+the ``r`` directions of ``U`` and 0 elsewhere. With ``t_i = s_i / (s_i + λ) ∈ (0, 1)``:
+
+* ``error`` (the reported one) uses the exact inverse's norm as denominator::
+
+      ‖(H+λI)⁻¹ − I/λ‖_F / ‖(H+λI)⁻¹‖_F = √( Σ_i t_i² / (n − r + Σ_i (1 − t_i)²) )
+                                          ≤ t_max · √(r / (n − r))  ≤ √(r / (n − r))
+
+  (numerator ``Σ t_i²/λ²``; denominator ``((n − r) + Σ (1 − t_i)²)/λ²`` since
+  ``λ/(s_i + λ) = 1 − t_i``). This ``bound`` is exact, not asymptotic; ``≈ √(r/n)`` for
+  ``r ≪ n``. ``√(r/n)`` alone is *not* a bound under this denominator when ``s ≫ λ``.
+* ``error_vs_identity`` divides by ``‖I/λ‖_F = √n/λ`` instead:
+  ``√(Σ_i t_i² / n) ≤ t_max · √(r/n) ≤ √(r/n)`` (``bound_vs_identity``).
+
+Both are exact functions of the spectrum, so ``error`` and ``error_vs_identity`` are reported
+from the closed form above. As a self-check the same quantities are computed from explicit
+matrices (``*_simulated``): ``H + λI`` is formed densely, Cholesky-factorised in float64, and
+``X = (H + λI)⁻¹ U diag(s)`` solved from that factor; then, with ``D = (H+λI)⁻¹ − I/λ
+= −(1/λ) X Uᵀ``, ``‖D‖_F = ‖X‖_F / λ``, ``tr D = −tr(Uᵀ X) / λ`` and
+``‖(H+λI)⁻¹‖_F² = ‖D‖_F² + 2 tr(D)/λ + n/λ²``. Every row with ``n ≤ simulate_max_n`` is simulated;
+above it (one ``O(n³)`` factorisation per row) only the row ``r/n = sweep_ratio``, ``λ = damping``
+is, as a spot check. ``max_abs_diff_closed_vs_simulated`` reports the largest disagreement.
+The λ sweep uses ``r/n = sweep_ratio``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attriblm.analysis._common import output_dir, pyplot, save_figure
+from attriblm.errors import ConfigError
+from attriblm.io import write_json
+
+NAME = "theorem1"
+DEFAULT_RATIOS = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
+DEFAULT_DAMPINGS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+SPECTRUM = "s_i = 1 - u_i, u_i ~ U[0,1) i.i.d. (eigenvalues in (0, 1]); U = QR of N(0,1) [n, r]"
+
+
+def random_spectrum(r: int, generator: torch.Generator) -> torch.Tensor:
+    """``s [r]`` float64 in ``(0, 1]``: ``1 − u``, ``u ~ U[0, 1)`` i.i.d."""
+    return 1.0 - torch.rand(r, generator=generator, dtype=torch.float64)
+
+
+def random_orthonormal(n: int, r: int, generator: torch.Generator) -> torch.Tensor:
+    """``U [n, r]`` float64 with orthonormal columns (QR of a standard Gaussian matrix)."""
+    q, _ = torch.linalg.qr(torch.randn(n, r, generator=generator, dtype=torch.float64))
+    return q
+
+
+def closed_form_errors(s: torch.Tensor, n: int, damping: float) -> dict[str, float]:
+    """Errors and bounds from the spectrum ``s [r]`` alone (see the module docstring)."""
+    r = int(s.numel())
+    t = s / (s + damping)
+    num = float(t.square().sum())
+    den = (n - r) + float((1.0 - t).square().sum())
+    t_max = float(t.max()) if r else 0.0
+    return {
+        "error": math.sqrt(num / den),
+        "bound": t_max * math.sqrt(r / (n - r)) if r < n else math.inf,
+        "error_vs_identity": math.sqrt(num / n),
+        "bound_vs_identity": t_max * math.sqrt(r / n),
+    }
+
+
+def simulated_errors(u: torch.Tensor, s: torch.Tensor, damping: float) -> dict[str, float]:
+    """Errors from explicit matrices: Cholesky of the formed ``U diag(s) Uᵀ + λI`` (float64)."""
+    n = u.shape[0]
+    us = u * s
+    system = us @ u.T
+    system.diagonal().add_(damping)
+    x = torch.cholesky_solve(us, torch.linalg.cholesky(system))  # (H + λI)⁻¹ U diag(s)
+    d_sq = float(x.square().sum()) / damping**2  # ‖D‖_F², D = −X Uᵀ / λ
+    d_trace = -float((u * x).sum()) / damping  # tr D
+    inv_sq = d_sq + 2.0 * d_trace / damping + n / damping**2  # ‖(H + λI)⁻¹‖_F²
+    return {
+        "error": math.sqrt(d_sq / inv_sq),
+        "error_vs_identity": math.sqrt(d_sq) / (math.sqrt(n) / damping),
+    }
+
+
+def _rank_for(ratio: float, n: int) -> int:
+    return min(n - 1, max(1, round(ratio * n)))
+
+
+def _check(
+    dims: Sequence[int],
+    ratios: Sequence[float],
+    dampings: Sequence[float],
+    lam: float,
+    others: dict[str, float],
+) -> None:
+    if not dims or any(int(d) != d or d < 2 for d in dims):
+        raise ConfigError(f"--dims must be integers ≥ 2, got {list(dims)}")
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ConfigError(f"--ranks are ratios r/n and must lie in (0, 1), got {list(ratios)}")
+    for option, value in others.items():
+        if not 0 < value < 1:
+            raise ConfigError(f"{option} is a ratio r/n and must lie in (0, 1), got {value}")
+    if not dampings or any(not (math.isfinite(x) and x > 0) for x in [*dampings, lam]):
+        raise ConfigError(f"--damping/--dampings must be > 0, got {lam} and {list(dampings)}")
+    if max(dims) > 16_384:
+        raise ConfigError(f"--dims: n = {max(dims)} is too large for dense n×n matrices")
+
+
+def run_theorem1(
+    out: Path | str,
+    dims: Sequence[int] = (128, 512, 2048),
+    damping: float = 0.1,
+    ranks: Sequence[float] | None = None,
+    dampings: Sequence[float] | None = None,
+    seed: int = 0,
+    *,
+    sweep_ratio: float = 1 / 16,
+    heatmap_ratio: float = 1 / 16,
+    simulate_max_n: int = 512,
+) -> dict[str, Any]:
+    """Simulate Theorem 1; write ``OUT/theorem1.json`` and ``OUT/theorem1.png``; return the JSON.
+
+    Args:
+        dims: the dimensions ``n`` (the study: 128, 512, 2048).
+        damping: ``λ`` of the rank sweep (the study: 0.1).
+        ranks: the ratios ``r/n`` to sweep, each in (0, 1); rank ``r = round(ratio·n)``
+            clipped to ``[1, n−1]``. Default ``2⁻⁷ … 2⁻¹``.
+        dampings: the ``λ`` values of the λ sweep (at ``r/n = sweep_ratio``); default 1e-3 … 10.
+        seed: seeds the draws of ``s`` and ``U`` (one generator, dims in order).
+        heatmap_ratio: ``r/n`` of the heat maps of ``H`` and ``H + λI`` (drawn at ``dims[0]``).
+        simulate_max_n: up to this ``n`` every row is also computed from explicit matrices;
+            above it only one spot-check row per ``n``.
+
+    Returns:
+        ``{"rank_sweep": [...], "lambda_sweep": [...], "all_within_bound", "monotone_in_rank",
+        "max_abs_diff_closed_vs_simulated", ...}``; each sweep row holds ``n``, ``r``,
+        ``ratio``, ``lambda``, ``error`` and ``error_vs_identity`` (closed form), the same
+        ``*_simulated`` (``None`` where not simulated), ``bound``, ``bound_vs_identity`` and
+        ``sqrt_ratio``.
+    """
+    ratios = tuple(DEFAULT_RATIOS if ranks is None else ranks)
+    lams = tuple(DEFAULT_DAMPINGS if dampings is None else dampings)
+    dims = tuple(int(d) for d in dims)
+    others = {"--sweep-ratio": sweep_ratio, "--heatmap-ratio": heatmap_ratio}
+    _check(dims, ratios, lams, damping, others)
+    out_path = output_dir(out)
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+
+    rank_rows: list[dict[str, Any]] = []
+    lambda_rows: list[dict[str, Any]] = []
+    heat: tuple[torch.Tensor, int, int] | None = None
+    for n in dims:
+        rank_list = sorted({_rank_for(x, n) for x in ratios})
+        sweep_r = _rank_for(sweep_ratio, n)
+        heat_r = _rank_for(heatmap_ratio, n) if heat is None else 0
+        s_all = random_spectrum(max(*rank_list, sweep_r, heat_r), generator)
+        full = n <= simulate_max_n
+        u_cols = max(*rank_list, sweep_r, heat_r) if full else max(sweep_r, heat_r)
+        u_all = random_orthonormal(n, u_cols, generator)
+        for r in rank_list:
+            simulate = full or (r == sweep_r)
+            rank_rows.append(_row(n, r, s_all, u_all if simulate else None, damping))
+        for lam in lams:
+            simulate = full or lam == damping
+            lambda_rows.append(_row(n, sweep_r, s_all, u_all if simulate else None, lam))
+        if heat is None:
+            u, s = u_all[:, :heat_r], s_all[:heat_r]
+            heat = ((u * s) @ u.T, n, heat_r)
+
+    diffs = [
+        abs(row[key] - row[f"{key}_simulated"])
+        for row in rank_rows + lambda_rows
+        for key in ("error", "error_vs_identity")
+        if row[f"{key}_simulated"] is not None
+    ]
+    monotone = all(
+        all(a["error"] < b["error"] for a, b in zip(rows, rows[1:], strict=False))
+        for rows in ([x for x in rank_rows if x["n"] == n] for n in dims)
+    )
+    report: dict[str, Any] = {
+        "diagnosis": "theorem1",
+        "statement": "(H+λI)^-1 - I/λ = -(1/λ) H (H+λI)^-1; relative Frobenius size ≲ √(r/n)",
+        "spectrum": SPECTRUM,
+        "error_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖(H+λI)^-1‖_F, t = s/(s+λ): "
+        "√(Σt² / (n − r + Σ(1−t)²))",
+        "bound_definition": "t_max·√(r/(n−r)) (exact bound of `error`)",
+        "error_vs_identity_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖I/λ‖_F = √(Σt²/n) ≤ t_max·√(r/n)",
+        "simulated": "explicit H+λI, float64 Cholesky solve; all rows for n ≤ simulate_max_n, "
+        "else the row r/n = sweep_ratio, λ = damping",
+        "settings": {
+            "dims": list(dims),
+            "damping": damping,
+            "ratios": list(ratios),
+            "dampings": list(lams),
+            "sweep_ratio": sweep_ratio,
+            "heatmap_ratio": heatmap_ratio,
+            "simulate_max_n": simulate_max_n,
+            "seed": seed,
+            "dtype": "float64",
+        },
+        "rank_sweep": rank_rows,
+        "lambda_sweep": lambda_rows,
+        "all_within_bound": all(
+            row["error"] <= row["bound"] * (1 + 1e-9) + 1e-12
+            and row["error_vs_identity"] <= row["bound_vs_identity"] * (1 + 1e-9) + 1e-12
+            for row in rank_rows + lambda_rows
+        ),
+        "monotone_in_rank": monotone,
+        "n_simulated_rows": len(diffs) // 2,
+        "max_abs_diff_closed_vs_simulated": max(diffs) if diffs else None,
+        "wall_s": time.perf_counter() - started,
+    }
+    write_json(out_path / f"{NAME}.json", report)
+    assert heat is not None
+    plot_theorem1(report, heat, out_path / f"{NAME}.png")
+    return report
+
+
+def _row(
+    n: int, r: int, s_all: torch.Tensor, u_all: torch.Tensor | None, lam: float
+) -> dict[str, Any]:
+    """One sweep row: closed form from ``s_all[:r]``; simulated too when ``u_all`` is given."""
+    s = s_all[:r]
+    closed = closed_form_errors(s, n, lam)
+    sim = None if u_all is None else simulated_errors(u_all[:, :r], s, lam)
+    return {
+        "n": n,
+        "r": r,
+        "ratio": r / n,
+        "lambda": lam,
+        "error": closed["error"],
+        "error_simulated": None if sim is None else sim["error"],
+        "bound": closed["bound"],
+        "error_vs_identity": closed["error_vs_identity"],
+        "error_vs_identity_simulated": None if sim is None else sim["error_vs_identity"],
+        "bound_vs_identity": closed["bound_vs_identity"],
+        "sqrt_ratio": math.sqrt(r / n),
+    }
+
+
+def plot_theorem1(report: dict[str, Any], heat: tuple[torch.Tensor, int, int], path: Path) -> Path:
+    """Heat maps of ``H`` and ``H + λI`` (each / max|·|), error vs ``r/n`` and vs ``λ``."""
+    plt = pyplot()
+    h, n, r = heat
+    lam = report["settings"]["damping"]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    for ax, mat, title in (
+        (axes[0], h, f"H (n={n}, r={r})"),
+        (axes[1], h + lam * torch.eye(n, dtype=h.dtype), f"H + λI (λ={lam:g})"),
+    ):
+        scaled = (mat / mat.abs().max()).numpy()
+        image = ax.imshow(scaled, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_title(f"{title}, / max|·|")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    dims = report["settings"]["dims"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ax = axes[2]
+    for i, n_i in enumerate(dims):
+        rows = [row for row in report["rank_sweep"] if row["n"] == n_i]
+        x = [row["ratio"] for row in rows]
+        c = colors[i % len(colors)]
+        ax.plot(x, [row["error"] for row in rows], "o-", color=c, label=f"n={n_i}")
+        ax.plot(x, [row["bound"] for row in rows], "--", color=c, alpha=0.7)
+    xs = sorted({row["ratio"] for row in report["rank_sweep"]})
+    ax.plot(xs, [math.sqrt(x) for x in xs], ":", color="black", label="√(r/n)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("r / n")
+    ax.set_ylabel("‖(H+λI)⁻¹ − I/λ‖_F / ‖(H+λI)⁻¹‖_F")
+    ax.set_title(f"error vs r/n (λ={lam:g}); dashed: bound")
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    for i, n_i in enumerate(dims):
+        rows = [row for row in report["lambda_sweep"] if row["n"] == n_i]
+        c = colors[i % len(colors)]
+        x = [row["lambda"] for row in rows]
+        ax.plot(x, [row["error"] for row in rows], "o-", color=c, label=f"n={n_i}")
+        ax.plot(x, [row["bound"] for row in rows], "--", color=c, alpha=0.7)
+    ax.axvline(lam, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("λ")
+    ax.set_ylabel("relative error")
+    ax.set_title(f"error vs λ (r/n = {report['settings']['sweep_ratio']:.3g}); dashed: bound")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,79 @@
+"""The public Python API: load, fine-tune, attribute, evaluate. The CLI is a layer over it.
+
+Typical use (see README "Python API")::
+
+    import attriblm
+    model = attriblm.load_model("default")
+    train = attriblm.load_examples("data.jsonl")
+    ft = attriblm.finetune(model, train, "ft", epochs=3)      # model now carries the adapter
+    run = attriblm.attribute(model, train, queries, "run", methods=["gradsim", "exact"])
+    report = attriblm.evaluate(run.out_dir)
+
+Scores are ``[n_query, n_train]`` float32, larger = more supportive (the study's influence is the
+negative of a gradient method's score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from attriblm.data.schema import Example
+from attriblm.errors import ConfigError
+from attriblm.models.loading import LoadedModel
+from attriblm.pipeline.attribute import AttributeSettings, AttributionRun
+from attriblm.train.finetune import FinetuneResult, TrainSettings
+
+
+def _settings(cls, base, options: dict[str, Any], what: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")
+    return replace(base if base is not None else cls(), **options)
+
+
+def finetune(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    out: Path | str,
+    *,
+    settings: TrainSettings | None = None,
+    **options: Any,
+) -> FinetuneResult:
+    """LoRA-fine-tune ``model`` in place on ``examples``; adapter and per-epoch checkpoints in
+    ``out``. ``options`` override :class:`TrainSettings` fields (``epochs``, ``lr``, ...)."""
+    from attriblm.train.finetune import finetune as run
+
+    return run(model, examples, _settings(TrainSettings, settings, options, "finetune"), out)
+
+
+def attribute(
+    model: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    out: Path | str,
+    *,
+    methods: Sequence[str] = ("all",),
+    settings: AttributeSettings | None = None,
+    **options: Any,
+) -> AttributionRun:
+    """Score every query against every training example; writes the run directory ``out``.
+
+    ``methods``: names from :func:`available_methods` or ``"all"``; ``options`` override
+    :class:`AttributeSettings` fields (``loss_mask``, ``damping``, ...). Returns the scores per
+    method, each ``[n_query, n_train]``.
+    """
+    from attriblm.pipeline.attribute import attribute as run
+
+    resolved = _settings(AttributeSettings, settings, {**options, "methods": list(methods)}, "")
+    return run(model, train, queries, resolved, out)
+
+
+def evaluate(run_dir: Path | str, *, k: int | None = None) -> dict:
+    """Acc, Cover, AUPRC, AUROC, P@k, R@k per method of a run; also writes ``metrics.json``."""
+    from attriblm.pipeline.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, k=k)

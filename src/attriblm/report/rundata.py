@@ -1,0 +1,266 @@
+"""Read a run directory (DESIGN §2) into plain data for the HTML report and ``inspect``.
+
+Only the files ``attribute`` and ``evaluate`` write are read: ``run.json``, ``config.yaml``,
+``data/{train,queries}.jsonl``, ``scores/<method>.safetensors`` (or ``topk.jsonl`` when a
+method has no score file), ``metrics.json`` and ``*.png``. Nothing is written.
+
+Indices: ``query`` and training ``index`` values are 0-based positions in the query / train
+file; displayed "rows" are 1-based (``row = index + 1``), as in attriblm's error messages.
+Ranking follows the metrics' tie rule (stable sort on ``-score``: equal scores rank the lower
+train index first), so a report's top-1 agrees with ``Acc``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from attriblm.errors import AttriblmError, DataError
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One training example in a query's top-k for one method."""
+
+    rank: int
+    index: int
+    score: float
+    prompt: str
+    response: str
+    label: str | None
+    correct: bool | None  # same label as the query; None when either label is missing
+
+
+@dataclass
+class RunData:
+    """A run directory loaded for display (see the module docstring for index conventions)."""
+
+    path: Path
+    config: dict[str, Any]
+    config_text: str
+    info: dict[str, Any]
+    train: list[dict[str, Any]]
+    queries: list[dict[str, Any]]
+    methods: list[str]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    stored_topk: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    metrics_source: str = "none"
+    metrics_note: str = ""
+    images: list[Path] = field(default_factory=list)
+
+    @property
+    def n_query(self) -> int:
+        return len(self.queries)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` looks like an ``attribute`` run directory."""
+    return (path / "run.json").is_file() and (
+        (path / "scores").is_dir() or (path / "topk.jsonl").is_file()
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; is this an attriblm run directory?")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: row {number} is not valid JSON ({error.msg})") from None
+    return rows
+
+
+def read_json_file(path: Path) -> Any:
+    """Parse a JSON file; a one-line :class:`DataError` naming it when that fails."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read JSON ({error})") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DataError(f"{path}: cannot read YAML ({error})") from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _load_scores(path: Path) -> np.ndarray:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        matrix = load_file(str(path)).get("scores")
+    except (OSError, SafetensorError) as error:
+        raise DataError(f"{path}: cannot read score file ({error})") from None
+    if matrix is None or matrix.ndim != 2:
+        raise DataError(f"{path}: no 2-D tensor 'scores' [n_query, n_train]")
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def _images(path: Path) -> list[Path]:
+    found = sorted(path.glob("*.png")) + sorted(path.glob("*/*.png"))
+    return [p for p in found if p.is_file()]
+
+
+def load_run(path: Path | str, *, compute_metrics: bool = True) -> RunData:
+    """Load a run directory; ``compute_metrics`` evaluates in memory when no metrics.json exists.
+
+    Raises :class:`AttriblmError` when ``path`` is not a run directory or a file is malformed.
+    """
+    path = Path(path)
+    if not is_run_dir(path):
+        raise AttriblmError(
+            f"{path}: not an attriblm run directory (needs run.json and scores/ or topk.jsonl)"
+        )
+    info = read_json_file(path / "run.json")
+    train = _read_jsonl(path / "data" / "train.jsonl")
+    queries = _read_jsonl(path / "data" / "queries.jsonl")
+    score_files = {p.stem: p for p in sorted((path / "scores").glob("*.safetensors"))}
+    stored: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if (path / "topk.jsonl").is_file():
+        for row in _read_jsonl(path / "topk.jsonl"):
+            stored[(str(row.get("method")), int(row.get("query", -1)))] = list(row.get("top", []))
+    listed = list(info.get("methods", {}) or {})
+    available = set(score_files) | {method for method, _ in stored}
+    methods = [m for m in listed if m in available] + sorted(available - set(listed))
+    run = RunData(
+        path=path,
+        config=_read_yaml(path / "config.yaml"),
+        config_text=(
+            (path / "config.yaml").read_text(encoding="utf-8")
+            if (path / "config.yaml").is_file()
+            else ""
+        ),
+        info=info if isinstance(info, dict) else {},
+        train=train,
+        queries=queries,
+        methods=methods,
+        stored_topk=stored,
+        images=_images(path),
+    )
+    for method, file in score_files.items():
+        matrix = _load_scores(file)
+        if matrix.shape != (len(queries), len(train)):
+            raise DataError(
+                f"{file}: scores are {list(matrix.shape)} but the run has "
+                f"{len(queries)} queries × {len(train)} train rows"
+            )
+        run.scores[method] = matrix
+    _attach_metrics(run, compute_metrics)
+    return run
+
+
+def _attach_metrics(run: RunData, compute: bool) -> None:
+    metrics_file = run.path / "metrics.json"
+    if metrics_file.is_file():
+        run.metrics = read_json_file(metrics_file)
+        run.metrics_source = "metrics.json"
+        return
+    labelled = all(r.get("label") is not None for r in run.train + run.queries)
+    if not compute:
+        run.metrics_note = "no metrics.json; run `attriblm evaluate --run RUN`"
+    elif not run.scores:
+        run.metrics_note = "no metrics.json and no score files to evaluate"
+    elif not labelled:
+        run.metrics_note = "no metrics.json, and some examples have no label: nothing to score"
+    else:
+        from attriblm.metrics.ranking import evaluate_scores
+
+        train_labels = [r.get("label") for r in run.train]
+        query_labels = [r.get("label") for r in run.queries]
+        methods = {}
+        for name in run.methods:
+            if name not in run.scores:
+                continue
+            metrics = evaluate_scores(run.scores[name], query_labels, train_labels)
+            metrics["seconds"] = run.info.get("methods", {}).get(name, {}).get("seconds")
+            methods[name] = metrics
+        run.metrics = {"run": str(run.path), "k": None, "methods": methods}
+        run.metrics_source = "computed"
+        run.metrics_note = (
+            "computed for this report from the score files (not saved); "
+            "`attriblm evaluate --run RUN` writes metrics.json"
+        )
+
+
+def _correct(query_label: str | None, label: str | None) -> bool | None:
+    if query_label is None or label is None:
+        return None
+    return query_label == label
+
+
+def top_hits(run: RunData, method: str, query: int, k: int) -> list[Hit]:
+    """The ``k`` highest-scoring training examples of 0-based ``query`` under ``method``."""
+    query_label = run.queries[query].get("label")
+    if method in run.scores:
+        row = run.scores[method][query]
+        order = np.argsort(-row, kind="stable")[: min(k, row.size)]
+        pairs = [(int(i), float(row[i])) for i in order]
+    else:
+        stored = run.stored_topk.get((method, query), [])
+        pairs = [(int(t["index"]), float(t["score"])) for t in stored[:k]]
+    hits = []
+    for rank, (index, score) in enumerate(pairs, start=1):
+        example = run.train[index] if 0 <= index < len(run.train) else {}
+        label = example.get("label")
+        hits.append(
+            Hit(
+                rank=rank,
+                index=index,
+                score=score,
+                prompt=str(example.get("prompt", "")),
+                response=str(example.get("response", "")),
+                label=label,
+                correct=_correct(query_label, label),
+            )
+        )
+    return hits
+
+
+def overlap_matrix(top: dict[str, list[Hit]], k: int) -> dict[str, dict[str, float]]:
+    """Pairwise top-k agreement ``|A ∩ B| / k`` between methods (1 on the diagonal)."""
+    sets = {m: {h.index for h in hits} for m, hits in top.items()}
+    return {a: {b: len(sets[a] & sets[b]) / k if k else float("nan") for b in sets} for a in sets}
+
+
+def check_query(run: RunData, query: int) -> None:
+    """Raise a one-line :class:`AttriblmError` when 0-based ``query`` is out of range."""
+    n = run.n_query
+    if not 0 <= query < n:
+        raise AttriblmError(
+            f"{run.path / 'data' / 'queries.jsonl'}: no query at index {query} "
+            f"(the run has {n} queries: indices 0–{n - 1}, rows 1–{n})"
+        )
+
+
+def check_method(run: RunData, method: str) -> None:
+    """Raise a one-line :class:`AttriblmError` when ``method`` is not in the run."""
+    if method not in run.methods:
+        raise AttriblmError(
+            f"{run.path}: no method {method!r} in this run (has: {', '.join(run.methods)})"
+        )
+
+
+def check_k(k: int) -> None:
+    """Raise a one-line :class:`AttriblmError` for ``k < 1``."""
+    if k < 1:
+        raise AttriblmError(f"--k {k}: must be at least 1")

@@ -1,0 +1,126 @@
+"""``attriblm analyze ...`` end to end: exit 0 with JSON + PNG; bad input → one line, exit 2."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from attriblm.cli import main
+from attriblm.io import read_json
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run ``attriblm analyze ARGS`` in this process through the console entry point."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["attriblm", "analyze", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def assert_outputs(out: Path, name: str) -> dict:
+    assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    return read_json(out / f"{name}.json")
+
+
+def assert_one_line_error(result: Result, needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_theorem1(run_cli, tmp_path):
+    result = run_cli(
+        "theorem1", "--out", str(tmp_path), "--dims", "32,64", "--ranks", "0.0625,0.25,0.5"
+    )
+    assert result.returncode == 0, result.stderr
+    report = assert_outputs(tmp_path, "theorem1")
+    assert report["settings"]["dims"] == [32, 64]
+    assert report["all_within_bound"] is True
+    assert len(report["rank_sweep"]) == 6
+
+
+def _model_args(ft) -> list[str]:
+    return ["--model", "tiny", "--train", str(ft.train_file), "--queries", str(ft.queries_file)]
+
+
+def test_ihvp_error(run_cli, tiny_finetune, tmp_path):
+    ft = tiny_finetune
+    result = run_cli(
+        "ihvp-error",
+        *_model_args(ft),
+        "--adapter",
+        str(ft.out_dir / "adapter"),
+        "-m",
+        "exact",
+        "-m",
+        "gradsim",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    report = assert_outputs(tmp_path, "ihvp_error")
+    assert list(report["methods"]) == ["exact", "gradsim"]
+    assert report["methods"]["exact"]["rel_error"] == pytest.approx(0.0, abs=1e-12)
+    assert report["n_train"] == len(ft.train)
+
+
+def test_convergence_without_init(run_cli, tiny_finetune, tmp_path):
+    ft = tiny_finetune
+    result = run_cli(
+        "convergence",
+        *_model_args(ft),
+        "--finetune",
+        str(ft.out_dir),
+        "-m",
+        "gradsim",
+        "--no-init",
+        "--n-boot",
+        "10",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    report = assert_outputs(tmp_path, "convergence")
+    assert [row["epoch"] for row in report["epochs"]] == [1, 2]
+    assert report["settings"]["include_init"] is False
+
+
+def test_bad_input_exits_2_with_one_line(run_cli, tiny_finetune, tmp_path):
+    ft = tiny_finetune
+    assert_one_line_error(run_cli("theorem1", "--out", str(tmp_path), "--ranks", "2"), "--ranks")
+    assert_one_line_error(run_cli("theorem1", "--out", str(tmp_path), "--dims", "x,y"), "--dims")
+    assert_one_line_error(
+        run_cli("ihvp-error", *_model_args(ft), "-m", "repsim", "--out", str(tmp_path)),
+        "repsim",
+    )
+    missing = tmp_path / "no-such-finetune"
+    assert_one_line_error(
+        run_cli(
+            "convergence", *_model_args(ft), "--finetune", str(missing), "--out", str(tmp_path)
+        ),
+        str(missing),
+    )
+    assert not (tmp_path / "theorem1.json").exists()
