@@ -74,3 +74,23 @@ def test_rerun_comes_from_cache_with_identical_results(bench_dir):
 def test_unknown_task_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="--tasks"):
         run_bench(tmp_path, tasks=["nope"], model="tiny")
+
+
+def test_an_interrupted_finetune_is_not_taken_from_the_cache(bench_dir):
+    """A fine-tune killed after some epochs has train_log.json but no final adapter."""
+    import shutil
+
+    victim = sorted((bench_dir / "cache" / "finetune").iterdir())[0]
+    shutil.rmtree(victim / "adapter")
+    before = (bench_dir / "results.csv").read_text()
+    run_bench(
+        bench_dir,
+        tasks=list(SIZES),
+        methods=list(BENCH_METHODS),
+        model="tiny",
+        epochs=1,
+        task_sizes=SIZES,
+    )
+    assert (victim / "adapter" / "adapter_model.safetensors").is_file()
+    assert read_json(bench_dir / "bench.json")["history"][-1]["computed"]["finetunes"] == 1
+    assert (bench_dir / "results.csv").read_text() == before

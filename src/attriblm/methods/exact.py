@@ -29,8 +29,8 @@ class Exact(PreconditionedGradientMethod):
     is wider than ``n`` (``(GᵀG/n + λI)⁻¹ v = (1/λ)(v − Gᵀ(nλI + GGᵀ)⁻¹ G v)``), otherwise a
     ``d×d`` Cholesky solve. ``solver="cg"``: conjugate gradients on ``(H + λI) x = v`` batched
     over queries, until relative residual ``< tol`` or ``max_iter`` (default
-    ``10·(min(n, d) + 1)``). Each block's info reports the path and the final relative residual
-    ``‖(H + λI)u − v‖ / ‖v‖`` (max over queries).
+    ``10·(min(n, d) + 1)``), in float64. Each block's info reports the path and the final relative
+    residual ``‖(H + λI)u − v‖ / ‖v‖`` (max over queries; float64 for CG).
     """
 
     name = "exact"
@@ -65,13 +65,18 @@ class Exact(PreconditionedGradientMethod):
             u, how = damped_fisher_solve(train, queries, damping)
             self.record(block, path=how)
         else:
+            # float64: in float32 the recursion cannot reach a relative residual near 1e-10 on
+            # ill-conditioned blocks and would always run to max_iter.
             n, d = train.shape
             max_iter = self.max_iter if self.max_iter is not None else 10 * (min(n, d) + 1)
+            train64, queries64 = train.double(), queries.double()
             res = conjugate_gradient(
-                fisher_operator(train, damping), queries, tol=self.tol, max_iter=max_iter
+                fisher_operator(train64, damping), queries64, tol=self.tol, max_iter=max_iter
             )
-            u = res.x
+            u = res.x.to(queries.dtype)
             self.record(block, path="cg", iterations=res.iterations, converged=res.converged)
+            self.record(block, residual=float(res.residuals.max()))
+            return u
         self.record(block, residual=float(relative_residual(train, u, queries, damping).max()))
         return u
 
