@@ -64,3 +64,23 @@ def test_bench_markdown_has_command_time_table_and_findings(bench_dir):
 def test_missing_results_is_a_clear_error(tmp_path):
     with pytest.raises(AttriblmError, match="results.csv"):
         read_results(tmp_path)
+
+
+def test_results_doc_script_writes_the_document(bench_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "write_results_md.py"
+    out = tmp_path / "docs" / "RESULTS.md"
+    result = subprocess.run(
+        [sys.executable, str(script), "--bench", str(bench_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.startswith("# Results") and "learning rate" in text
+    assert (tmp_path / "docs" / "img" / "bench-quick.png").stat().st_size > 10_000
+    assert "### The study's findings, checked on this run" in text
