@@ -133,7 +133,8 @@ def test_analyze_records_its_config(tmp_path):
     recorded = read_yaml(out / "config.yaml")
     assert recorded["dims"] == "32" and recorded["out"] == str(out)
     again = tmp_path / "t2"
-    result = run_cli("analyze", "theorem1", "--config", str(out / "config.yaml"), "--out", str(again))
+    config = str(out / "config.yaml")
+    result = run_cli("analyze", "theorem1", "--config", config, "--out", str(again))
     assert result.returncode == 0, result.stderr
     first, second = (read_json(d / "theorem1.json") for d in (out, again))
     first.pop("wall_s"), second.pop("wall_s")

@@ -157,6 +157,23 @@ def attribute(
     repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
     repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
     topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feature store directory, kept and reused by runs with the same settings. "
+            "Default: OUT.store, resumed after a kill, removed after success."
+        ),
+    ] = None,
+    keep_store: Annotated[bool, typer.Option(help="Keep the default OUT.store.")] = False,
+    store_dtype: Annotated[
+        str, typer.Option(help="Stored feature dtype: fp32 (exact) | bf16 (half the disk).")
+    ] = "fp32",
+    proj_dim: Annotated[
+        int | None,
+        typer.Option(help="Randomly project gradient blocks wider than this (not kfac/ekfac)."),
+    ] = None,
+    proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
+    proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
     prompt_field: PromptFieldOpt = "prompts",
     response_field: ResponseFieldOpt = "response",
     label_field: LabelFieldOpt = "variation",
@@ -169,7 +186,7 @@ def attribute(
     from attriblm.data.loaders import load_examples
     from attriblm.methods.registry import expand_method_names
     from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.pipeline.attribute import AttributeSettings, check_store_options
     from attriblm.pipeline.attribute import attribute as run_attribute
     from attriblm.progress import stage_progress
 
@@ -186,7 +203,14 @@ def attribute(
         topk=topk,
         checkpoints=None if checkpoints is None else str(checkpoints),
         factors=None if factors is None else str(factors),
+        store=None if store is None else str(store),
+        keep_store=keep_store,
+        store_dtype=store_dtype,
+        proj_dim=proj_dim,
+        proj_kind=proj_kind,
+        proj_seed=proj_seed,
     )
+    check_store_options(settings)
     fields = _fields(prompt_field, response_field, label_field)
     train_examples = load_examples(train, fields)
     query_examples = load_examples(queries, fields)

@@ -4,7 +4,12 @@ import torch
 
 from attriblm.data.tokenize import encode_examples
 from attriblm.features.gradients import per_example_gradients
-from attriblm.features.kfac import KFACCollector, collect_kfac_factors, token_mask
+from attriblm.features.kfac import (
+    KFACCollector,
+    collect_kfac_factors,
+    factors_from_sums,
+    token_mask,
+)
 from attriblm.models.lora import lora_linears
 from attriblm.train.loss import IGNORE_INDEX
 
@@ -75,3 +80,24 @@ def test_single_token_example_factor_is_the_gradient_outer_product(lora_tiny):
         g = grads[name].double()
         outer = g.T @ g
         assert torch.allclose(torch.kron(f.S, f.A), outer, rtol=1e-4, atol=1e-12)
+
+
+def test_per_batch_partial_sums_add_up_to_the_same_factors(lora_tiny, mixed_length_examples):
+    """What the feature store keeps per shard (and an all-reduce would add) loses nothing."""
+    model, _ = lora_tiny
+    encoded, pad = _encoded(lora_tiny, mixed_length_examples)
+    whole = collect_kfac_factors(model, encoded, pad_token_id=pad, batch_size=2)
+    total: dict[str, torch.Tensor] = {}
+    with KFACCollector(model) as collector:
+        for start in range(0, len(encoded), 2):
+            per_example_gradients(
+                model, encoded[start : start + 2], pad_token_id=pad, on_batch=collector.set_batch
+            )
+            for key, value in collector.take_sums().items():
+                total[key] = value.clone() if key not in total else total[key] + value
+        assert int(collector.take_sums()["n_tokens"]) == 0  # taking resets
+    summed = factors_from_sums(total)
+    assert list(summed) == list(whole)
+    for name, f in whole.items():
+        assert torch.equal(summed[name].A, f.A) and torch.equal(summed[name].S, f.S)
+        assert (summed[name].n_tokens, summed[name].n_examples) == (f.n_tokens, f.n_examples)

@@ -39,9 +39,10 @@ def test_findings_are_computed_from_the_score_files(bench_dir):
     )
     assert len(repsim) == 2
     exact_acc = ahead["numbers"]["influence_acc"]["exact"]
-    expected = ahead["numbers"]["repsim_acc"] >= max(
-        v for v in ahead["numbers"]["influence_acc"].values() if v is not None
-    ) + 0.2
+    expected = (
+        ahead["numbers"]["repsim_acc"]
+        >= max(v for v in ahead["numbers"]["influence_acc"].values() if v is not None) + 0.2
+    )
     assert exact_acc is not None and ahead["agrees"] == expected
 
 
@@ -84,3 +85,21 @@ def test_results_doc_script_writes_the_document(bench_dir, tmp_path):
     assert text.startswith("# Results") and "learning rate" in text
     assert (tmp_path / "docs" / "img" / "bench-quick.png").stat().st_size > 10_000
     assert "### The study's findings, checked on this run" in text
+
+
+def test_run_keys_ignore_store_location_and_neutral_storage_defaults():
+    from dataclasses import asdict
+
+    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.pipeline.bench import run_key_settings
+
+    plain = AttributeSettings(methods=["gradsim"])
+    key = run_key_settings(plain)
+    # the keys of the settings that existed before the feature store: caches stay valid
+    assert set(key) == set(asdict(plain)) - {
+        "store", "keep_store", "store_dtype", "proj_dim", "proj_kind", "proj_seed"
+    }  # fmt: skip
+    moved = AttributeSettings(methods=["gradsim"], store="/x", keep_store=True)
+    assert run_key_settings(moved) == key
+    assert run_key_settings(AttributeSettings(methods=["gradsim"], store_dtype="bf16")) != key
+    assert run_key_settings(AttributeSettings(methods=["gradsim"], proj_dim=64)) != key

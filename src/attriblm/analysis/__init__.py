@@ -3,6 +3,12 @@
 * :mod:`attriblm.analysis.theorem1` — ``(H + λI)⁻¹ ≈ I/λ`` for low-rank ``H`` (simulation).
 * :mod:`attriblm.analysis.ihvp_error` — each method's ``Ĥ⁻¹v`` against the exact solve.
 * :mod:`attriblm.analysis.convergence` — attribution metrics and ``‖Δθ‖`` per epoch checkpoint.
+* :mod:`attriblm.analysis.delta_theta` — ``‖Δθ‖`` against backdoor attack success.
+* :mod:`attriblm.analysis.subset_retrain` — retrain on each method's top-k rows vs full / random.
+* :mod:`attriblm.analysis.counterfactual` — linear datamodeling score from subset retraining.
+
+Shared pieces: :mod:`attriblm.analysis.generation` (greedy answers, refusal detection) and
+:mod:`attriblm.analysis._retrain` (fresh fine-tunes, scoring, query losses).
 
 The command line is :mod:`attriblm.analysis.commands` (``attriblm analyze ...``).
 """

@@ -37,8 +37,8 @@ from attriblm.errors import ConfigError
 
 analyze_app = typer.Typer(
     no_args_is_help=True,
-    help="Diagnoses: Theorem 1 simulation, iHVP error against the exact solve, convergence "
-    "over epoch checkpoints. Each writes OUT/<name>.json and OUT/<name>.png.",
+    help="Diagnoses: theorem1, ihvp-error, convergence, delta-theta, subset-retrain, "
+    "counterfactual. Each writes OUT/<name>.json, OUT/<name>.png and OUT/config.yaml.",
 )
 console = Console()
 
@@ -277,3 +277,286 @@ def finetune_adapter(finetune_dir: Path) -> Path:
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"--finetune {finetune_dir}: no adapter at {adapter}; pass --adapter")
     return adapter
+
+
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs of every fine-tune.")]
+LrOpt = Annotated[float, typer.Option(help="AdamW learning rate (linear decay).")]
+TrainBatchOpt = Annotated[int, typer.Option(help="Examples per optimiser step (fine-tuning).")]
+TrainSeedOpt = Annotated[int, typer.Option(help="Seed for LoRA init and shuffling.")]
+MaxNewTokensOpt = Annotated[int, typer.Option(help="Greedy generation: most new tokens.")]
+GenBatchOpt = Annotated[int, typer.Option(help="Prompts per generate call (left-padded).")]
+
+
+def _train_settings(
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+    loss_mask: str,
+    template: str,
+):
+    """:class:`TrainSettings` from the analyze commands' fine-tuning flags (LoRA: the study's)."""
+    from attriblm.train.finetune import TrainSettings
+
+    return TrainSettings(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        loss_mask=loss_mask,
+        template=template,
+    )
+
+
+@analyze_app.command("delta-theta")
+def delta_theta(
+    ctx: typer.Context,
+    model: ModelOpt = "default",
+    out: OutOpt = ...,
+    vary: Annotated[
+        str, typer.Option(help="poison (poisoned fraction) | epochs: what sets the strength.")
+    ] = "poison",
+    values: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated strengths: fractions in [0, 1) (default 0.05,0.1,0.25,0.5) "
+            "or epochs >= 0 (default 1,2,3)."
+        ),
+    ] = None,
+    task: Annotated[str, typer.Option(help="backdoor-1 | backdoor-3 | backdoor-5.")] = (
+        "backdoor-1"
+    ),
+    preset: Annotated[str, typer.Option(help="Task size preset: quick | paper.")] = "quick",
+    n_train_per_class: Annotated[
+        int | None, typer.Option(help="Override the preset's train rows per class.")
+    ] = None,
+    n_test_per_class: Annotated[
+        int | None, typer.Option(help="Override the preset's held-out rows per class.")
+    ] = None,
+    poison_fraction: Annotated[
+        float | None, typer.Option(help="--vary epochs: poisoned fraction (default: all rows).")
+    ] = None,
+    data_seed: Annotated[int, typer.Option(help="Seed of the task builder and subsample.")] = 42,
+    epochs: EpochsOpt = 10,
+    lr: LrOpt = 5e-5,
+    train_batch_size: TrainBatchOpt = 24,
+    max_length: MaxLenOpt = 128,
+    seed: TrainSeedOpt = 42,
+    loss_mask: LossMaskOpt = "response",
+    template: TemplateOpt = "llama2",
+    max_new_tokens: MaxNewTokensOpt = 32,
+    gen_batch_size: GenBatchOpt = 16,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """‖Δθ‖ vs attack success across backdoor fine-tunes of different strength.
+
+    One fresh adapter per strength; attack success = share of triggered held-out requests
+    whose greedy answer is not a refusal (refusal-prefix rule, not a classifier).
+    """
+    from attriblm.analysis.delta_theta import check_strengths, run_delta_theta
+    from attriblm.models.loading import load_model
+    from attriblm.progress import stage_progress
+
+    strengths = check_strengths(vary, _numbers(values, "--values"))
+    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
+    loaded = load_model(model, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        report = run_delta_theta(
+            loaded,
+            out,
+            vary=vary,
+            values=strengths,
+            task=task,
+            preset=preset,
+            n_train_per_class=n_train_per_class,
+            n_test_per_class=n_test_per_class,
+            poison_fraction=poison_fraction,
+            train_settings=settings,
+            max_new_tokens=max_new_tokens,
+            gen_batch_size=gen_batch_size,
+            data_seed=data_seed,
+            progress=progress,
+        )
+    write_command_config(out, ctx)
+    for row in report["runs"]:
+        console.print(
+            f"{row['label']:14s} ‖Δθ‖ {row['delta_norm']['mean']:.3g} · attack success "
+            f"{_fmt(row['attack_success'])} · clean refusal {_fmt(row['clean_refusal_rate'])}"
+        )
+    console.print(f"wrote {out}/delta_theta.json and .png")
+
+
+@analyze_app.command("subset-retrain")
+def subset_retrain(
+    ctx: typer.Context,
+    model: ModelOpt = "default",
+    train: TrainDataOpt = ...,
+    queries: QueryDataOpt = ...,
+    method: MethodOpt = None,
+    out: OutOpt = ...,
+    k: Annotated[int, typer.Option(help="Top-k training rows per query go in the subset.")] = 1,
+    expect: Annotated[
+        str,
+        typer.Option(
+            help="What a correct answer contains: label | response (last line of the "
+            "reference) | auto (label when every label occurs in its response)."
+        ),
+    ] = "auto",
+    subset_seed: Annotated[int, typer.Option(help="Seed of the random subsets.")] = 0,
+    epochs: EpochsOpt = 10,
+    lr: LrOpt = 5e-5,
+    train_batch_size: TrainBatchOpt = 24,
+    max_length: MaxLenOpt = 128,
+    seed: TrainSeedOpt = 42,
+    loss_mask: LossMaskOpt = "response",
+    template: TemplateOpt = "llama2",
+    batch_size: BatchOpt = 16,
+    damping: DampingOpt = 0.1,
+    damping_mode: DampingModeOpt = "relative",
+    max_new_tokens: MaxNewTokensOpt = 32,
+    gen_batch_size: GenBatchOpt = 16,
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Retrain on each method's top-k rows per query; validation accuracy vs full and random.
+
+    Default methods: gradsim, datainf, lissa-paper, repsim.
+    """
+    from attriblm.analysis._retrain import resolve_methods
+    from attriblm.analysis.generation import resolve_expect
+    from attriblm.analysis.subset_retrain import DEFAULT_METHODS, run_subset_retrain
+    from attriblm.models.loading import load_model
+    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.progress import stage_progress
+
+    names = resolve_methods(method or DEFAULT_METHODS)
+    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
+    settings.validate()
+    attribution = AttributeSettings(
+        methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
+    )
+    train_examples, query_examples = _load(
+        train, queries, prompt_field, response_field, label_field
+    )
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    expect = resolve_expect(query_examples, expect)
+    loaded = load_model(model, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        report = run_subset_retrain(
+            loaded,
+            train_examples,
+            query_examples,
+            out,
+            methods=names,
+            k=k,
+            train_settings=settings,
+            settings=attribution,
+            expect=expect,
+            max_new_tokens=max_new_tokens,
+            gen_batch_size=gen_batch_size,
+            seed=subset_seed,
+            sources={"train": train, "queries": queries},
+            progress=progress,
+        )
+    write_command_config(out, ctx)
+    console.print(
+        f"full set ({report['n_train']} rows): accuracy {_fmt(report['full']['accuracy'])}"
+    )
+    for name, row in report["methods"].items():
+        console.print(
+            f"{name:12s} subset {row['subset_size']:4d} · accuracy {_fmt(row['accuracy'])} · "
+            f"random {_fmt(row['random_accuracy'])}"
+        )
+    console.print(f"wrote {out}/subset_retrain.json and .png")
+
+
+@analyze_app.command("counterfactual")
+def counterfactual(
+    ctx: typer.Context,
+    model: ModelOpt = "default",
+    train: TrainDataOpt = ...,
+    queries: QueryDataOpt = ...,
+    method: MethodOpt = None,
+    out: OutOpt = ...,
+    n_subsets: Annotated[int, typer.Option(help="Random subsets to retrain on (>= 2).")] = 20,
+    fraction: Annotated[float, typer.Option(help="Share of training rows per subset.")] = 0.5,
+    subset_seed: Annotated[int, typer.Option(help="Seed of the subsets.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    epochs: EpochsOpt = 10,
+    lr: LrOpt = 5e-5,
+    train_batch_size: TrainBatchOpt = 24,
+    max_length: MaxLenOpt = 128,
+    seed: TrainSeedOpt = 42,
+    loss_mask: LossMaskOpt = "response",
+    template: TemplateOpt = "llama2",
+    batch_size: BatchOpt = 16,
+    damping: DampingOpt = 0.1,
+    damping_mode: DampingModeOpt = "relative",
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Linear datamodeling score: do a method's summed scores predict retrained query losses?
+
+    Default methods: gradsim, datainf, lissa-paper, repsim.
+    """
+    from attriblm.analysis._retrain import resolve_methods
+    from attriblm.analysis.counterfactual import (
+        DEFAULT_METHODS,
+        random_subsets,
+        run_counterfactual,
+    )
+    from attriblm.models.loading import load_model
+    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.progress import stage_progress
+
+    names = resolve_methods(method or DEFAULT_METHODS)
+    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
+    settings.validate()
+    if n_boot < 0:
+        raise ConfigError(f"--n-boot must be >= 0, got {n_boot}")
+    attribution = AttributeSettings(
+        methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
+    )
+    train_examples, query_examples = _load(
+        train, queries, prompt_field, response_field, label_field
+    )
+    random_subsets(len(train_examples), n_subsets, fraction, subset_seed)  # checks, before loading
+    loaded = load_model(model, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        report = run_counterfactual(
+            loaded,
+            train_examples,
+            query_examples,
+            out,
+            methods=names,
+            n_subsets=n_subsets,
+            fraction=fraction,
+            train_settings=settings,
+            settings=attribution,
+            n_boot=n_boot,
+            seed=subset_seed,
+            sources={"train": train, "queries": queries},
+            progress=progress,
+        )
+    write_command_config(out, ctx)
+    rows = {**report["methods"], "random": report["baseline_random"]}
+    for name, row in rows.items():
+        low, high = row["ci95"]
+        console.print(f"{name:12s} LDS {_fmt(row['lds'])} [{_fmt(low)}, {_fmt(high)}]")
+    console.print(f"wrote {out}/counterfactual.json and .png")

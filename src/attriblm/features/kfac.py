@@ -139,6 +139,23 @@ class KFACCollector:
             for name, r in self.recorders.items()
         }
 
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """The unnormalised sums since the last call, then reset them.
+
+        Returns ``A/<block>`` ``[in, in]`` and ``S/<block>`` ``[out, out]`` float64 sums over
+        counted tokens, and ``n_tokens`` / ``n_examples`` int64 scalars. Sums taken per batch (or
+        per shard, or per rank) add up: :func:`factors_from_sums` of their total, added in batch
+        order, equals :meth:`factors` of one collector that saw every batch, bit for bit.
+        """
+        sums: dict[str, torch.Tensor] = {}
+        for name, r in self.recorders.items():
+            sums[f"A/{name}"], r.a_sum = r.a_sum, torch.zeros_like(r.a_sum)
+            sums[f"S/{name}"], r.s_sum = r.s_sum, torch.zeros_like(r.s_sum)
+        sums["n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
+        sums["n_examples"] = torch.tensor(self.n_examples, dtype=torch.int64)
+        self.n_tokens = self.n_examples = 0
+        return sums
+
     def close(self) -> None:
         for recorder in self.recorders.values():
             recorder.remove()
@@ -149,6 +166,23 @@ class KFACCollector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def factors_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, KFACFactors]:
+    """Factors from summed :meth:`KFACCollector.take_sums` outputs (block order = key order)."""
+    n_tokens, n_examples = int(sums["n_tokens"]), int(sums["n_examples"])
+    if n_tokens == 0:
+        raise AttriblmError("no tokens carried gradient: cannot fit K-FAC factors")
+    return {
+        key[2:]: KFACFactors(
+            A=sums[key] / n_tokens,
+            S=sums[f"S/{key[2:]}"] / n_examples,
+            n_tokens=n_tokens,
+            n_examples=n_examples,
+        )
+        for key in sums
+        if key.startswith("A/")
+    }
 
 
 @contextmanager

@@ -11,10 +11,19 @@ Run directory (DESIGN §2)::
     data/{train,queries}.jsonl   the examples in file order (labels for ``evaluate``)
 
 The directory is built in a temporary sibling and moved into place only when complete.
+
+Features are computed batch by batch into a :class:`~attriblm.features.store.FeatureStore`
+(``AttributeSettings.store``; default ``OUT.store/`` beside the run directory), one shard per
+batch. A run that is killed leaves that store; rerunning the same command resumes from it,
+computing only the missing batches, and gives bit-identical scores. The default store is removed
+after a successful run (unless ``keep_store``) and after a user error; a ``store`` given
+explicitly is never removed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 import warnings
@@ -29,11 +38,13 @@ from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_same_formatting, check_template
 from attriblm.data.tokenize import check_loss_mask, encode_examples, encode_prompts
-from attriblm.errors import ConfigError
-from attriblm.features.checkpoints import checkpoint_gradients
+from attriblm.errors import AttriblmError, ConfigError
+from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights, matches_current_weights
 from attriblm.features.gradients import per_example_gradients
-from attriblm.features.kfac import KFACCollector
+from attriblm.features.kfac import KFACCollector, factors_from_sums
+from attriblm.features.projection import Projection
 from attriblm.features.representations import representations
+from attriblm.features.store import STORE_DTYPES, FeatureStore, settings_key, tensors_digest
 from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
 from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
@@ -45,7 +56,13 @@ from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_ch
 
 @dataclass
 class AttributeSettings:
-    """Everything that decides an attribution run's numbers (saved as ``config.yaml``)."""
+    """Everything that decides an attribution run's numbers (saved as ``config.yaml``).
+
+    Feature store (:mod:`attriblm.features.store`): ``store`` is its directory (default
+    ``OUT.store``, removed after success unless ``keep_store``; an explicit one is kept);
+    ``store_dtype`` ``fp32`` | ``bf16``; ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project
+    each gradient block wider than ``proj_dim`` (:mod:`attriblm.features.projection`).
+    """
 
     methods: list[str] = field(default_factory=lambda: ["all"])
     template: str = "llama2"
@@ -59,6 +76,18 @@ class AttributeSettings:
     topk: int = 10
     checkpoints: str | None = None
     factors: str | None = None
+    store: str | None = None
+    keep_store: bool = False
+    store_dtype: str = "fp32"
+    proj_dim: int | None = None
+    proj_kind: str = "gaussian"
+    proj_seed: int = 0
+
+    def projection(self) -> Projection | None:
+        """The random projection of gradient blocks (``proj_dim`` set), else ``None``."""
+        if self.proj_dim is None:
+            return None
+        return Projection(dim=int(self.proj_dim), kind=self.proj_kind, seed=int(self.proj_seed))
 
 
 @dataclass
@@ -106,6 +135,76 @@ def _encode_with_warning(examples, loaded, settings, source):
     return encoded, truncated
 
 
+def check_store_options(settings: AttributeSettings) -> None:
+    """ConfigError naming the option for a bad ``store_dtype`` / ``proj_*`` value."""
+    if settings.store_dtype not in STORE_DTYPES:
+        raise ConfigError(
+            f"unknown store dtype '{settings.store_dtype}' (--store-dtype); choose fp32 | bf16"
+        )
+    settings.projection()
+
+
+def _digest_examples(examples: Sequence[Example]) -> str:
+    return settings_key([asdict(e) for e in examples])
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def store_settings(loaded: LoadedModel, settings: AttributeSettings) -> dict:
+    """What every stored feature depends on: the store's settings key (JSON-serialisable).
+
+    The model identity, a digest of its LoRA weights (a retrained adapter at the same path is
+    another model), and the options that shape batches (template, max length, batch size).
+    Data, loss mask, RepSim options and checkpoints enter each kind's own key.
+    """
+    lora = ((n, p) for n, p in loaded.model.named_parameters() if "lora_" in n)
+    return {
+        "model": json.loads(json.dumps(loaded.identity, default=str)),
+        "lora_weights": tensors_digest(lora),
+        "template": settings.template,
+        "max_length": settings.max_length,
+        "batch_size": settings.batch_size,
+    }
+
+
+Computed = dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
+
+
+def _fill(
+    store: FeatureStore,
+    kinds: dict[str, str],
+    n_rows: int,
+    batch_size: int,
+    compute: Callable[[int, int], Computed],
+    advance: Callable[[int], None],
+    counts: dict[str, dict[str, int]],
+    project: Sequence[str] = (),
+) -> None:
+    """Compute the batches of ``kinds`` (kind → data key) missing from ``store`` and store them.
+
+    ``compute(start, stop)`` returns kind → ``(rows, stats)`` for rows ``[start, stop)``; it is
+    called only for batches some kind lacks, with the same batch boundaries as an
+    uninterrupted run (one shard per batch). ``advance`` gets the reused rows first, then each
+    computed batch's rows after its shards are written.
+    """
+    for kind, key in kinds.items():
+        store.begin(kind, n_rows=n_rows, key=key, project=kind in project)
+    pending = store.pending(list(kinds), batch_size)
+    computed = sum(stop - start for start, stop in pending)
+    for kind in kinds:
+        counts[kind] = {"reused": n_rows - computed, "computed": computed}
+    if n_rows - computed:
+        advance(n_rows - computed)
+    for start, stop in pending:
+        out = compute(start, stop)
+        for kind in kinds:
+            rows, stats = out[kind]
+            store.write(kind, start, stop, rows, stats)
+        advance(stop - start)
+
+
 def compute_features(
     loaded: LoadedModel,
     examples: Sequence[Example],
@@ -118,6 +217,9 @@ def compute_features(
     checkpoints: Sequence[Checkpoint] | None = None,
     progress: StageProgress = _no_progress,
     timings: dict[str, float] | None = None,
+    store: FeatureStore | None = None,
+    role: str = "features",
+    counts: dict[str, dict[str, int]] | None = None,
 ) -> tuple[FeatureSet, int]:
     """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations.
 
@@ -125,48 +227,93 @@ def compute_features(
     forward/backward pass as the gradients (so it implies gradients); ``checkpoints`` adds one
     gradient set per checkpoint and their learning rates (TracIn). Returns the feature set and
     the number of truncated examples.
+
+    Features are computed one batch at a time into ``store`` (kinds ``grads:<role>``,
+    ``kfac:<role>`` with per-batch K-FAC sums, ``ckpt-<c>:<role>``, ``reprs:<role>``); batches
+    the store already holds are skipped (resume). Without a store they are kept in memory.
+    ``counts`` receives kind → ``{"reused": rows, "computed": rows}``.
     """
     timings = {} if timings is None else timings
+    counts = {} if counts is None else counts
+    if need_kfac and settings.proj_dim is not None:
+        raise ConfigError("--proj-dim: K-FAC factors need unprojected gradients; drop --proj-dim")
+    store = FeatureStore(None, projection=settings.projection()) if store is None else store
+    model, bs = loaded.model, settings.batch_size
     pad_id = loaded.tokenizer.pad_token_id
     grads, reprs, truncated, kfac = None, None, 0, None
     ckpt_grads, ckpt_lrs = None, None
     encoded = None
     row_names = [f"{source} row {i + 1}" for i in range(len(examples))]
+    data = _digest_examples(examples)
     if need_grads or need_kfac or checkpoints:
         encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
+    grad_key = settings_key({"data": data, "loss_mask": settings.loss_mask})
+
+    def gradients(start: int, stop: int, on_batch=None) -> dict[str, torch.Tensor]:
+        return per_example_gradients(
+            model,
+            encoded[start:stop],
+            pad_token_id=pad_id,
+            batch_size=bs,
+            names=row_names[start:stop],
+            on_batch=on_batch,
+        )
+
     if need_grads or need_kfac:
         start = time.perf_counter()
-        collector = KFACCollector(loaded.model) if need_kfac else None
+        grads_kind, kfac_kind = f"grads:{role}", f"kfac:{role}"
+        kinds = {grads_kind: grad_key}
+        if need_kfac:
+            kinds[kfac_kind] = settings_key({"data": data, "loss_mask": settings.loss_mask})
+        collector = KFACCollector(model) if need_kfac else None
+
+        def grads_and_sums(lo: int, hi: int) -> Computed:
+            if collector is None:
+                return {grads_kind: (gradients(lo, hi), None)}
+            collector.take_sums()  # drop anything a failed batch left behind
+            block_grads = gradients(lo, hi, collector.set_batch)
+            return {grads_kind: (block_grads, None), kfac_kind: ({}, collector.take_sums())}
+
         try:
-            grads = per_example_gradients(
-                loaded.model,
-                encoded,
-                pad_token_id=pad_id,
-                batch_size=settings.batch_size,
-                progress=progress(f"gradients · {source}", len(encoded)),
-                names=row_names,
-                on_batch=None if collector is None else collector.set_batch,
-            )
-            if collector is not None:
-                kfac = collector.factors()
+            advance = progress(f"gradients · {source}", len(encoded))
+            _fill(store, kinds, len(encoded), bs, grads_and_sums, advance, counts, [grads_kind])
         finally:
             if collector is not None:
                 collector.close()
+        grads = store.read(grads_kind)
+        if need_kfac:
+            kfac = factors_from_sums(store.sum_stats(kfac_kind))
         timings[f"gradients:{source}"] = time.perf_counter() - start
     if checkpoints:
         start = time.perf_counter()
-        ckpt_grads = checkpoint_gradients(
-            loaded.model,
-            [c.path for c in checkpoints],
-            encoded,
-            pad_token_id=pad_id,
-            batch_size=settings.batch_size,
-            progress=lambda c: progress(
-                f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}", len(encoded)
-            ),
-            names=row_names,
-            current_gradients=grads,
-        )
+        ckpt_grads = []
+        for c, ckpt in enumerate(checkpoints):
+            if grads is not None and matches_current_weights(model, ckpt.path):
+                ckpt_grads.append(grads)  # the same weights: identical values, no second pass
+                continue
+            kind = f"ckpt-{c}:{role}"
+            key = settings_key(
+                {
+                    "data": data,
+                    "loss_mask": settings.loss_mask,
+                    "checkpoint": str(ckpt.path),
+                    "weights": _file_digest(Path(ckpt.path) / ADAPTER_FILE),
+                }
+            )
+            with adapter_weights(model, ckpt.path):
+                _fill(
+                    store,
+                    {kind: key},
+                    len(encoded),
+                    bs,
+                    lambda lo, hi, kind=kind: {kind: (gradients(lo, hi), None)},
+                    progress(
+                        f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}", len(encoded)
+                    ),
+                    counts,
+                    [kind],
+                )
+            ckpt_grads.append(store.read(kind))
         ckpt_lrs = [c.lr for c in checkpoints]
         timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
     if need_reprs:
@@ -187,16 +334,26 @@ def compute_features(
                 stacklevel=2,
             )
         start = time.perf_counter()
-        reprs = representations(
-            loaded.model,
-            prompt_ids,
-            pad_token_id=pad_id,
-            layer=settings.repsim_layer,
-            pooling=settings.repsim_pooling,
-            batch_size=settings.batch_size,
-            progress=progress(f"representations · {source}", len(prompt_ids)),
-            names=row_names,
+        kind = f"reprs:{role}"
+        key = settings_key(
+            {"data": data, "layer": settings.repsim_layer, "pooling": settings.repsim_pooling}
         )
+
+        def reprs_batch(lo: int, hi: int) -> Computed:
+            rows = representations(
+                model,
+                prompt_ids[lo:hi],
+                pad_token_id=pad_id,
+                layer=settings.repsim_layer,
+                pooling=settings.repsim_pooling,
+                batch_size=bs,
+                names=row_names[lo:hi],
+            )
+            return {kind: ({"reprs": rows}, None)}
+
+        advance = progress(f"representations · {source}", len(prompt_ids))
+        _fill(store, {kind: key}, len(prompt_ids), bs, reprs_batch, advance, counts)
+        reprs = store.read(kind)["reprs"]
         timings[f"representations:{source}"] = time.perf_counter() - start
     features = FeatureSet(
         grads=grads, reprs=reprs, checkpoint_grads=ckpt_grads, checkpoint_lrs=ckpt_lrs, kfac=kfac
@@ -269,6 +426,7 @@ def attribute(
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     check_template(settings.template)  # before any work, whichever methods run
     check_loss_mask(settings.loss_mask)
+    check_store_options(settings)
     family = check_same_formatting([(sources["train"], train), (sources["queries"], queries)])
     if family is not None:
         warnings.warn(
@@ -283,92 +441,137 @@ def attribute(
     need_reprs = "representations" in needs
     need_kfac = "kfac" in needs and settings.factors is None
     checkpoints = resolve_checkpoints(loaded, settings) if "checkpoints" in needs else None
-    timings: dict[str, float] = {}
-    total_start = time.perf_counter()
-
-    train_features, train_truncated = compute_features(
-        loaded,
-        train,
-        settings,
-        need_grads=need_grads,
-        need_reprs=need_reprs,
-        need_kfac=need_kfac,
-        checkpoints=checkpoints,
-        source=sources["train"],
-        progress=progress,
-        timings=timings,
-    )
-    query_features, query_truncated = compute_features(
-        loaded,
-        queries,
-        settings,
-        need_grads=need_grads,
-        need_reprs=need_reprs,
-        checkpoints=checkpoints,
-        source=sources["queries"],
-        progress=progress,
-        timings=timings,
-    )
-
-    scores: dict[str, torch.Tensor] = {}
-    method_info: dict[str, dict] = {}
-    tick = progress("scoring", len(methods))
-    for name, method in methods.items():
-        start = time.perf_counter()
-        output = method.score(train_features, query_features)
-        timings[f"method:{name}"] = time.perf_counter() - start
-        scores[name] = output.scores.float()
-        method_info[name] = {"seconds": timings[f"method:{name}"], **output.info}
-        tick(1)
-
-    info = {
-        "versions": _versions(),
-        "model": loaded.identity,
-        "n_train": len(train),
-        "n_query": len(queries),
-        "loss_mask": settings.loss_mask,
-        "template": settings.template,
-        "truncated": {"train": train_truncated, "queries": query_truncated},
-        "blocks": (
-            {b: list(g.shape[1:]) for b, g in train_features.grads.items()}
-            if train_features.grads is not None
-            else {}
-        ),
-        "methods": method_info,
-        "checkpoints": (
-            [{"path": str(c.path), "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
-            if checkpoints
-            else None
-        ),
-        "timings_seconds": timings,
-    }
+    projection = settings.projection()
+    if projection is not None and "kfac" in needs:
+        kfac_methods = [n for n, m in methods.items() if "kfac" in method_needs(m)]
+        raise ConfigError(
+            f"--proj-dim: {', '.join(kfac_methods)} need unprojected gradients (K-FAC factors "
+            "live in the full LoRA space); drop --proj-dim or those methods"
+        )
     out_dir = Path(out_dir)
-    with staged_directory(out_dir) as staging:
-        (staging / "scores").mkdir()
-        (staging / "data").mkdir()
-        for name, matrix in scores.items():
-            save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+    explicit = settings.store is not None
+    store_dir = Path(settings.store) if explicit else default_store_dir(out_dir)
+    keep = explicit or settings.keep_store
+    store = FeatureStore(
+        store_dir,
+        store_settings(loaded, settings),
+        dtype=settings.store_dtype,
+        projection=projection,
+    )
+    if store.reset_reason is not None:
+        warnings.warn(
+            f"{store_dir}: feature store made with {store.reset_reason}; starting it afresh",
+            stacklevel=2,
+        )
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        timings: dict[str, float] = {}
+        total_start = time.perf_counter()
+
+        train_features, train_truncated = compute_features(
+            loaded,
+            train,
+            settings,
+            need_grads=need_grads,
+            need_reprs=need_reprs,
+            need_kfac=need_kfac,
+            checkpoints=checkpoints,
+            source=sources["train"],
+            store=store,
+            role="train",
+            counts=counts,
+            progress=progress,
+            timings=timings,
+        )
+        query_features, query_truncated = compute_features(
+            loaded,
+            queries,
+            settings,
+            need_grads=need_grads,
+            need_reprs=need_reprs,
+            checkpoints=checkpoints,
+            source=sources["queries"],
+            store=store,
+            role="queries",
+            counts=counts,
+            progress=progress,
+            timings=timings,
+        )
+
+        scores: dict[str, torch.Tensor] = {}
+        method_info: dict[str, dict] = {}
+        tick = progress("scoring", len(methods))
         for name, method in methods.items():
-            if getattr(method, "fitted", None) is not None:
-                method.save_factors(staging / "factors" / f"{name}.safetensors")
-        topk = [
-            row for name in names for row in _topk_rows(name, scores[name], train, settings.topk)
-        ]
-        write_jsonl(staging / "topk.jsonl", topk)
-        write_jsonl(staging / "data" / "train.jsonl", _example_rows(train))
-        write_jsonl(staging / "data" / "queries.jsonl", _example_rows(queries))
-        info["timings_seconds"]["total"] = time.perf_counter() - total_start
-        write_json(staging / "run.json", info)
-        config = {
-            "model": loaded.identity.get("spec"),
-            "adapter": loaded.identity.get("adapter"),
-            "train": sources["train"],
-            "queries": sources["queries"],
-            "out": str(out_dir),
-            **{k: v for k, v in asdict(settings).items() if k != "methods"},
-            **(command_options or {}),
-            "method": names,
-            RESOLVED_KEY: {"model": dict(loaded.identity), "n_train": len(train)},
+            start = time.perf_counter()
+            output = method.score(train_features, query_features)
+            timings[f"method:{name}"] = time.perf_counter() - start
+            scores[name] = output.scores.float()
+            method_info[name] = {"seconds": timings[f"method:{name}"], **output.info}
+            tick(1)
+
+        info = {
+            "versions": _versions(),
+            "model": loaded.identity,
+            "n_train": len(train),
+            "n_query": len(queries),
+            "loss_mask": settings.loss_mask,
+            "template": settings.template,
+            "truncated": {"train": train_truncated, "queries": query_truncated},
+            "blocks": (
+                {b: list(g.shape[1:]) for b, g in train_features.grads.items()}
+                if train_features.grads is not None
+                else {}
+            ),
+            "methods": method_info,
+            "checkpoints": (
+                [{"path": str(c.path), "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
+                if checkpoints
+                else None
+            ),
+            "timings_seconds": timings,
+            "store": {**store.summary(), "rows": counts, "kept": keep},
         }
-        write_yaml(staging / "config.yaml", config)
-    return AttributionRun(out_dir=out_dir, scores=scores, info=info)
+        with staged_directory(out_dir) as staging:
+            (staging / "scores").mkdir()
+            (staging / "data").mkdir()
+            for name, matrix in scores.items():
+                save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+            for name, method in methods.items():
+                if getattr(method, "fitted", None) is not None:
+                    method.save_factors(staging / "factors" / f"{name}.safetensors")
+            topk = [
+                row
+                for name in names
+                for row in _topk_rows(name, scores[name], train, settings.topk)
+            ]
+            write_jsonl(staging / "topk.jsonl", topk)
+            write_jsonl(staging / "data" / "train.jsonl", _example_rows(train))
+            write_jsonl(staging / "data" / "queries.jsonl", _example_rows(queries))
+            info["timings_seconds"]["total"] = time.perf_counter() - total_start
+            write_json(staging / "run.json", info)
+            config = {
+                "model": loaded.identity.get("spec"),
+                "adapter": loaded.identity.get("adapter"),
+                "train": sources["train"],
+                "queries": sources["queries"],
+                "out": str(out_dir),
+                **{k: v for k, v in asdict(settings).items() if k != "methods"},
+                **(command_options or {}),
+                "method": names,
+                RESOLVED_KEY: {"model": dict(loaded.identity), "n_train": len(train)},
+            }
+            write_yaml(staging / "config.yaml", config)
+        run = AttributionRun(out_dir=out_dir, scores=scores, info=info)
+    except AttriblmError:
+        if not explicit:  # a user error would recur on resume: leave no output behind
+            store.remove()
+        raise
+    if not keep:
+        store.remove()
+    return run
+
+
+def default_store_dir(out_dir: Path | str) -> Path:
+    """``OUT.store``: the feature store beside run directory ``OUT`` (kept when a run is killed)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}.store")

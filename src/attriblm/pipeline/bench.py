@@ -112,10 +112,35 @@ def _finetuned(
     return key, out
 
 
+# Settings that never change scores (where features are kept), and storage settings whose default
+# is the plain full-precision path; left out of run keys so caches survive versions adding them.
+_NOT_IN_RUN_KEY = ("store", "keep_store")
+_NEUTRAL_DEFAULTS = {
+    "store_dtype": "fp32",
+    "proj_dim": None,
+    "proj_kind": "gaussian",
+    "proj_seed": 0,
+}
+
+
+def run_key_settings(settings: AttributeSettings) -> dict:
+    """The attribution settings that decide a cached run's numbers (its cache-key part)."""
+    values = asdict(settings)
+    for name in _NOT_IN_RUN_KEY:
+        values.pop(name, None)
+    if values.get("proj_dim") is None:
+        for name in ("proj_kind", "proj_seed"):
+            values.pop(name, None)
+    for name, default in _NEUTRAL_DEFAULTS.items():
+        if name in values and values[name] == default:
+            values.pop(name)
+    return values
+
+
 def _attributed(
     model, ft_key, ft_dir, splits, settings: AttributeSettings, cache, source, progress, computed
 ):
-    key = content_key(ft_key, examples_key(splits["test"]), asdict(settings))
+    key = content_key(ft_key, examples_key(splits["test"]), run_key_settings(settings))
     run_dir = cache / "runs" / key
     if not (run_dir / "run.json").is_file():
         computed["runs"] += 1

@@ -1,0 +1,175 @@
+"""Helpers shared by the retraining diagnoses (Δθ, subset retraining, counterfactual).
+
+* :func:`fresh_finetune`: a fresh LoRA adapter trained on a copy of a plain base model (the
+  base itself is never modified), so one loaded base serves many retrainings.
+* :func:`score_methods`: score matrices ``[n_query, n_train]`` (larger = more supportive) of
+  several methods on one fine-tuned model, features computed once.
+* :func:`query_losses`: the training objective per query (``per_example_loss``).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attriblm.data.schema import Example
+from attriblm.errors import ConfigError
+from attriblm.io import read_json
+from attriblm.methods.base import method_needs
+from attriblm.methods.damping import Damping
+from attriblm.methods.registry import create_method, expand_method_names, get_method_class
+from attriblm.models.loading import LoadedModel
+from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
+from attriblm.pipeline.attribute import AttributeSettings, compute_features
+from attriblm.progress import StageProgress, step_callback
+from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
+from attriblm.train.loss import per_example_loss
+
+DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def check_base(base: LoadedModel) -> None:
+    """ConfigError unless ``base`` is a plain model (fresh adapters are added to copies)."""
+    if has_lora(base.model):
+        raise ConfigError(
+            "this diagnosis fine-tunes fresh adapters: load the plain base model (no --adapter)"
+        )
+
+
+def copy_base(base: LoadedModel) -> LoadedModel:
+    """A deep copy of the base model sharing the tokenizer (identity copied)."""
+    return LoadedModel(
+        model=copy.deepcopy(base.model), tokenizer=base.tokenizer, identity=dict(base.identity)
+    )
+
+
+def fresh_finetune(
+    base: LoadedModel,
+    examples: Sequence[Example],
+    settings: TrainSettings,
+    out_dir: Path | str,
+    *,
+    data_source: str = "<examples>",
+    progress: StageProgress | None = None,
+) -> tuple[LoadedModel, list[float]]:
+    """Fine-tune a fresh adapter on a copy of ``base``; ``(fine-tuned model, epoch mean losses)``.
+
+    ``settings.epochs == 0`` is allowed: the copy is wrapped by :func:`add_lora` (``B = 0``, the
+    base function) and not trained; nothing is written and the losses are empty. ``progress``
+    gets one bar, ``fine-tune · <data_source>``, advanced per optimiser step.
+    """
+    loaded = copy_base(base)
+    if settings.epochs == 0:
+        settings.lora.validate()
+        loaded.model = add_lora(loaded.model, settings.lora, seed=settings.seed)
+        loaded.model.eval()
+        return loaded, []
+    on_step = None if progress is None else step_callback(progress, f"fine-tune · {data_source}")
+    result = finetune(
+        loaded, examples, settings, out_dir, data_source=data_source, progress=on_step
+    )
+    log = read_json(result.out_dir / TRAIN_LOG)
+    return loaded, [float(e["mean_loss"]) for e in log["epochs"]]
+
+
+def delta_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """``‖Δθ‖`` per LoRA module (``‖(α/r)·BA‖_F``): mean, population std, max, per module."""
+    norms = lora_delta_norms(model)
+    values = list(norms.values())
+    return {
+        "mean": statistics.fmean(values) if values else 0.0,
+        "std": statistics.pstdev(values) if values else 0.0,
+        "max": max(values) if values else 0.0,
+        "per_module": norms,
+    }
+
+
+def resolve_methods(methods: Sequence[str]) -> list[str]:
+    """Expand ``all``; ConfigError for an unknown name or an empty list."""
+    names = expand_method_names(methods)
+    for name in names:
+        get_method_class(name)
+    if not names:
+        raise ConfigError("no methods to evaluate (--method)")
+    return names
+
+
+def score_methods(
+    loaded: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    names: Sequence[str],
+    settings: AttributeSettings,
+    *,
+    checkpoints: Sequence[Any] | None = None,
+    progress: StageProgress = _no_progress,
+) -> dict[str, torch.Tensor]:
+    """``{method: scores [n_query, n_train] float32}`` on ``loaded`` (larger = more supportive).
+
+    Features are computed once for all methods (:func:`compute_features`); ``checkpoints``
+    (the fine-tune's, :func:`attriblm.train.checkpoints.load_checkpoints`) are needed only by
+    ``tracin``.
+    """
+    needs = {kind for m in names for kind in method_needs(get_method_class(m))}
+    if "checkpoints" in needs and not checkpoints:
+        raise ConfigError("method 'tracin' needs the fine-tune's checkpoints")
+    kwargs = {
+        "need_grads": "gradients" in needs,
+        "need_reprs": "representations" in needs,
+        "checkpoints": checkpoints if "checkpoints" in needs else None,
+        "progress": progress,
+    }
+    train_f, _ = compute_features(
+        loaded, train, settings, need_kfac="kfac" in needs, source="train", **kwargs
+    )
+    query_f, _ = compute_features(loaded, queries, settings, source="queries", **kwargs)
+    damping = Damping(settings.damping_mode, settings.damping)
+    return {
+        name: create_method(name, damping=damping).score(train_f, query_f).scores.float().cpu()
+        for name in names
+    }
+
+
+@torch.no_grad()
+def query_losses(
+    loaded: LoadedModel,
+    queries: Sequence[Example],
+    settings: TrainSettings,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """``[n_query]`` float64: each query's training objective (token-mean loss over its loss
+    tokens, ``settings``' template, loss mask and max length) under ``loaded`` in eval mode."""
+    from attriblm.data.tokenize import collate, encode_examples
+
+    encoded = encode_examples(
+        queries,
+        loaded.tokenizer,
+        template=settings.template,
+        loss_mask=settings.loss_mask,
+        max_length=settings.max_length,
+        source="queries",
+    )
+    model = loaded.model
+    model.eval()
+    device = next(model.parameters()).device
+    pad = loaded.tokenizer.pad_token_id
+    pad = pad if pad is not None else loaded.tokenizer.eos_token_id
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start : start + batch_size], int(pad))
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            use_cache=False,
+        ).logits
+        out.append(per_example_loss(logits, batch["labels"].to(device)).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
