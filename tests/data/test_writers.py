@@ -142,3 +142,12 @@ def test_failure_during_swap_restores_previous(tmp_path, splits, monkeypatch):
     assert [str(src) for src, _ in calls[:1]] == [str(out)]  # the swap itself failed
     assert load_examples(f"{out}:train") == [Example("old", "row")]
     assert leftovers(tmp_path, "g") == []
+
+
+def test_no_progress_bars_on_stderr_and_setting_restored(tmp_path, splits, capfd):
+    import datasets
+
+    datasets.enable_progress_bars()
+    write_dataset(splits, tmp_path / "out")
+    assert "Saving the dataset" not in capfd.readouterr().err
+    assert datasets.is_progress_bar_enabled()

@@ -80,7 +80,14 @@ def build_dataset_dir(splits: dict[str, list[Example]], path: Path, fields: Fiel
     )
     # an empty split saved with zero shards cannot be reopened by datasets: give it one
     empty = {name: 1 for name, split in dataset_dict.items() if len(split) == 0}
-    dataset_dict.save_to_disk(str(path), num_shards=empty or None)
+    # datasets draws a progress bar per split on stderr; attriblm has its own progress display
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        dataset_dict.save_to_disk(str(path), num_shards=empty or None)
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
     for name, columns in tables.items():
         write_jsonl(path / f"{name}.jsonl", columns)
 
