@@ -34,7 +34,8 @@ a CPU fine-tuning recipe ({quick}), **not the study's** ({paper}): absolute numb
 comparable with the paper's tables, the ordering of methods is what is checked below.
 `response` = loss on response tokens only; `paper` = the study's mask (full sequence, pads
 included). Acc and Cover as in DESIGN §4; "–" = undefined (e.g. a task without the classes a
-metric needs).
+metric needs). Times are upper bounds: the first invocation shared the 2 cores with other jobs
+(test runs) for part of its run.
 
 """
 

@@ -38,6 +38,9 @@ def test_findings_are_computed_from_the_score_files(bench_dir):
         next(r["acc"] for r in harmful if r["method"] == "repsim")
     )
     assert len(repsim) == 2
+    exact = items[("exact_not_better", "response")]
+    covers = exact["numbers"]["mean_cover"]
+    assert exact["agrees"] == (covers["exact"] <= covers["gradsim"])
     exact_acc = ahead["numbers"]["influence_acc"]["exact"]
     expected = (
         ahead["numbers"]["repsim_acc"]
@@ -60,6 +63,7 @@ def test_bench_markdown_has_command_time_table_and_findings(bench_dir):
     assert "### loss mask: response" in text and "![results](img/results.png)" in text
     assert "Paper-style LiSSA ranks like gradient similarity" in text
     assert "Compute time recorded by the runs" in text
+    assert "Invocation 1:" in text and "computing 4 fine-tunes and 4 attribution runs" in text
 
 
 def test_missing_results_is_a_clear_error(tmp_path):

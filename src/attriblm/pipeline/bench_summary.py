@@ -9,7 +9,9 @@ The study's qualitative findings checked here (arXiv 2409.19998):
 - ``repsim_ahead``: representation similarity (RepSim) is far ahead of the influence functions on
   harmful-data identification and backdoor detection;
 - ``lissa_paper_like_gradsim``: the paper's LiSSA ranks training rows like gradient similarity;
-- ``math_easy``: class attribution on math is easy for every method.
+- ``math_easy``: class attribution on math is easy for every method;
+- ``exact_not_better``: the exact inverse (an influence function without approximation error)
+  does not beat Hessian-free gradient similarity: mean Cover over all tasks, exact ≤ gradsim.
 """
 
 from __future__ import annotations
@@ -165,6 +167,18 @@ def findings(out_dir: Path | str) -> list[dict]:
                 "numbers": {"acc": math_acc, "min_acc": min(math_acc.values(), default=None)},
             }
         )
+        covers = {
+            m: _mean([index.get((t, mask, m), {}).get("cover") for t in tasks])
+            for m in ("exact", "gradsim")
+        }
+        results.append(
+            {
+                "finding": "exact_not_better",
+                "loss_mask": mask,
+                "agrees": None if None in covers.values() else covers["exact"] <= covers["gradsim"],
+                "numbers": {"tasks": tasks, "mean_cover": covers},
+            }
+        )
     return results
 
 
@@ -211,6 +225,14 @@ def findings_markdown(items: list[dict]) -> str:
                 f"{_f(n['min_acc'])}. Criterion: every method ≥ {EASY_ACC}. This run "
                 f"{_verdict(item['agrees'])}."
             )
+        elif item["finding"] == "exact_not_better":
+            covers = n["mean_cover"]
+            lines.append(
+                f"- *The exact inverse does not beat gradient similarity* (loss mask `{mask}`): "
+                f"mean Cover over all {len(n['tasks'])} tasks: exact {_f(covers['exact'])}, "
+                f"gradsim {_f(covers['gradsim'])}. Criterion: exact ≤ gradsim. This run "
+                f"{_verdict(item['agrees'])}."
+            )
     return "\n".join(lines)
 
 
@@ -238,11 +260,10 @@ def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None
         f"{seconds['finetune'] / 60:.1f} min, attribution {seconds['attribute'] / 60:.1f} min, "
         f"total {seconds['total'] / 60:.1f} min.",
     ]
-    if history:
-        last = history[-1]
+    for number, run in enumerate(history, start=1):
         lines.append(
-            f"Last invocation: {last['wall_seconds']:.0f} s wall, computing "
-            f"{last['computed']['finetunes']} fine-tunes and {last['computed']['runs']} "
+            f"Invocation {number}: {run['wall_seconds'] / 60:.1f} min wall, computing "
+            f"{run['computed']['finetunes']} fine-tunes and {run['computed']['runs']} "
             f"attribution runs (the rest from the cache)."
         )
     lines += ["", (out_dir / "results.md").read_text(encoding="utf-8").strip(), ""]
