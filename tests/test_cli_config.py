@@ -139,3 +139,23 @@ def test_analyze_records_its_config(tmp_path):
     first, second = (read_json(d / "theorem1.json") for d in (out, again))
     first.pop("wall_s"), second.pop("wall_s")
     assert first == second
+
+
+def test_log_json_gives_parseable_progress_lines(tmp_path, samples_dir):
+    import json
+
+    result = run_cli(
+        "--log-json",
+        "finetune",
+        "--model", "tiny",
+        "--train", str(samples_dir / "grammars_small_train.jsonl"),
+        "--out", str(tmp_path / "ft"),
+        "--epochs", "1",
+        "--batch-size", "16",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert records and all(r["event"] == "progress" for r in records)
+    last = records[-1]
+    assert last["stage"] == "fine-tuning" and last["done"] == last["total"] > 0
+    assert last["rate_per_s"] > 0

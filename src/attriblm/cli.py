@@ -46,6 +46,21 @@ app = typer.Typer(
 console = Console()
 
 
+@app.callback()
+def _global_options(
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json", help="Progress as JSON lines on stderr (for scripts) instead of bars."
+        ),
+    ] = False,
+) -> None:
+    """Which training examples made my fine-tuned language model do this?"""
+    from attriblm.progress import set_log_format
+
+    set_log_format("json" if log_json else "text")
+
+
 def _fields(prompt_field: str, response_field: str, label_field: str):
     from attriblm.data.schema import FieldMap
 
