@@ -468,34 +468,22 @@ def attribute(
         timings: dict[str, float] = {}
         total_start = time.perf_counter()
 
+        shared = {
+            "need_grads": need_grads,
+            "need_reprs": need_reprs,
+            "checkpoints": checkpoints,
+            "store": store,
+            "counts": counts,
+            "progress": progress,
+            "timings": timings,
+        }
+        # K-FAC factors come from the training rows only
         train_features, train_truncated = compute_features(
-            loaded,
-            train,
-            settings,
-            need_grads=need_grads,
-            need_reprs=need_reprs,
-            need_kfac=need_kfac,
-            checkpoints=checkpoints,
-            source=sources["train"],
-            store=store,
-            role="train",
-            counts=counts,
-            progress=progress,
-            timings=timings,
-        )
+            loaded, train, settings, need_kfac=need_kfac, source=sources["train"], role="train",
+            **shared,
+        )  # fmt: skip
         query_features, query_truncated = compute_features(
-            loaded,
-            queries,
-            settings,
-            need_grads=need_grads,
-            need_reprs=need_reprs,
-            checkpoints=checkpoints,
-            source=sources["queries"],
-            store=store,
-            role="queries",
-            counts=counts,
-            progress=progress,
-            timings=timings,
+            loaded, queries, settings, source=sources["queries"], role="queries", **shared
         )
 
         scores: dict[str, torch.Tensor] = {}
