@@ -61,6 +61,19 @@ def _global_options(
     set_log_format("json" if log_json else "text")
 
 
+def _join_torchrun(device: str):
+    """Join the torchrun process group when launched by torchrun (else a single process).
+
+    Ranks other than 0 show no progress, print nothing and do not repeat rank 0's warnings.
+    """
+    from attriblm.dist import init_from_env
+
+    dist = init_from_env(device)
+    if not dist.is_main:
+        warnings.simplefilter("ignore")
+    return dist
+
+
 def _fields(prompt_field: str, response_field: str, label_field: str):
     from attriblm.data.schema import FieldMap
 
@@ -91,7 +104,7 @@ def finetune(
     prompt_field: PromptFieldOpt = "prompts",
     response_field: ResponseFieldOpt = "response",
     label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
@@ -122,8 +135,9 @@ def finetune(
             target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
         ),
     )
+    dist = _join_torchrun(device)
     loaded = load_model(model, device=device, dtype=dtype)
-    with stage_progress(not quiet) as progress:
+    with stage_progress(not quiet and dist.is_main) as progress:
         result = run_finetune(
             loaded,
             examples,
@@ -133,10 +147,12 @@ def finetune(
             progress=step_callback(progress, "fine-tuning"),
             command_options=recorded(ctx),
         )
-    console.print(
-        f"adapter: {result.adapter_dir}  ·  {len(result.checkpoints)} epoch checkpoints  ·  "
-        f"final loss {result.losses[-1]:.4f}"
-    )
+    if dist.is_main:
+        console.print(
+            f"adapter: {result.adapter_dir}  ·  {len(result.checkpoints)} epoch checkpoints  ·  "
+            f"final loss {result.losses[-1]:.4f}"
+            + (f"  ·  {dist.world_size} processes" if dist.active else "")
+        )
 
 
 @app.command()
@@ -192,7 +208,7 @@ def attribute(
     prompt_field: PromptFieldOpt = "prompts",
     response_field: ResponseFieldOpt = "response",
     label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
@@ -229,8 +245,9 @@ def attribute(
     fields = _fields(prompt_field, response_field, label_field)
     train_examples = load_examples(train, fields)
     query_examples = load_examples(queries, fields)
+    dist = _join_torchrun(device)
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    with stage_progress(not quiet) as progress:
+    with stage_progress(not quiet and dist.is_main) as progress:
         run = run_attribute(
             loaded,
             train_examples,
@@ -241,10 +258,12 @@ def attribute(
             progress=progress,
             command_options=recorded(ctx),
         )
-    console.print(
-        f"wrote {run.out_dir}: {', '.join(run.scores)} · scores "
-        f"[{len(query_examples)} queries × {len(train_examples)} train]"
-    )
+    if dist.is_main:
+        console.print(
+            f"wrote {run.out_dir}: {', '.join(run.scores)} · scores "
+            f"[{len(query_examples)} queries × {len(train_examples)} train]"
+            + (f" · {dist.world_size} processes" if dist.active else "")
+        )
 
 
 @app.command()
@@ -391,9 +410,13 @@ app.command("inspect")(_report_commands.inspect)
 
 def main() -> None:
     """Console-script entry point: user errors → one line on stderr, exit code 2."""
+    from attriblm.dist import close
+
     warnings.simplefilter("default")
     try:
         app()
     except AttriblmError as error:
         print(f"attriblm: error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        close()

@@ -58,6 +58,15 @@ _SHARD = re.compile(r"^\d{9}-\d{9}\.safetensors$")
 Range = tuple[int, int]
 
 
+def check_store_dtype(dtype: str) -> None:
+    """ConfigError naming ``--store-dtype`` unless ``dtype`` is ``fp32`` or ``bf16``."""
+    if dtype not in STORE_DTYPES:
+        raise ConfigError(
+            f"unknown store dtype '{dtype}' (--store-dtype); choose fp32 | bf16 (fp16 is not "
+            "offered: LoRA gradient entries below ~6e-8 underflow its range)"
+        )
+
+
 def settings_key(obj: Any) -> str:
     """SHA-256 hex of ``obj`` as canonical JSON (sorted keys; non-JSON values via ``str``)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -109,8 +118,7 @@ class FeatureStore:
         projection: Projection | None = None,
         if_mismatch: str = "fresh",
     ) -> None:
-        if dtype not in STORE_DTYPES:
-            raise ConfigError(f"unknown store dtype '{dtype}' (--store-dtype); choose fp32 | bf16")
+        check_store_dtype(dtype)
         if if_mismatch not in ("fresh", "error"):
             raise ValueError(f"if_mismatch must be 'fresh' or 'error', not {if_mismatch!r}")
         self.root = None if root is None else Path(root)
@@ -363,9 +371,18 @@ class FeatureStore:
                 parts[b].append(payload[b])
         return {b: torch.cat(p).float() for b, p in parts.items()}
 
-    def sum_stats(self, kind: str) -> dict[str, torch.Tensor]:
-        """Each stat summed over the shards in row order (names in the order written)."""
-        self._require_complete(kind)
+    def blocks(self, kind: str) -> dict[str, int]:
+        """Block name → stored width of ``kind``, in block order (empty before a shard)."""
+        return dict(self._entry(kind)["blocks"] or {})
+
+    def sum_stats(self, kind: str, *, complete: bool = True) -> dict[str, torch.Tensor]:
+        """Each stat summed over the shards in row order (names in the order written).
+
+        ``complete=False`` sums whatever shards are stored (one rank's share of a
+        distributed run) instead of requiring every row.
+        """
+        if complete:
+            self._require_complete(kind)
         entry = self._entry(kind)
         total: dict[str, torch.Tensor] = {}
         for shard in entry["shards"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from attriblm.dist import init_from_env, launched_world_size, local_rank
 from attriblm.errors import ConfigError, ModelError
 from attriblm.models.default import MARKER, default_model_dir, quiet_progress_bars
 from attriblm.models.lora import has_lora, quiet_peft_warnings
@@ -42,7 +43,7 @@ def load_model(
     spec: str,
     *,
     adapter: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "fp32",
     trust_remote_code: bool = False,
     seed: int = 0,
@@ -55,7 +56,8 @@ def load_model(
     for a model or adapter that is missing or does not fit.
     """
     torch_dtype = _resolve_dtype(dtype)
-    target_device = _resolve_device(device)
+    init_from_env(device)  # under torchrun: join the process group (no-op otherwise)
+    target_device = resolve_device(device)
     identity: dict = {"spec": spec, "path": None, "adapter": None}
     if spec == "tiny":
         from attriblm.models.tiny import build_tiny_model
@@ -89,11 +91,15 @@ def _resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """``--device`` → a torch device. ``auto``: CUDA when available, else CPU. Under torchrun
+    (``WORLD_SIZE`` > 1) ``cuda`` / ``auto`` mean this rank's GPU, ``cuda:LOCAL_RANK``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return torch.device("cpu")
+    if device == "cuda" and launched_world_size() > 1:
+        device = f"cuda:{local_rank()}"
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: no CUDA device is available")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,13 +39,22 @@ from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_same_formatting, check_template
 from attriblm.data.tokenize import check_loss_mask, encode_examples, encode_prompts
+from attriblm.dist import SINGLE, Dist
+from attriblm.dist import current as current_dist
 from attriblm.errors import AttriblmError, ConfigError
 from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights, matches_current_weights
+from attriblm.features.gather import gather_rows, gather_stats
 from attriblm.features.gradients import per_example_gradients
 from attriblm.features.kfac import KFACCollector, factors_from_sums
 from attriblm.features.projection import Projection
 from attriblm.features.representations import representations
-from attriblm.features.store import STORE_DTYPES, FeatureStore, settings_key, tensors_digest
+from attriblm.features.store import (
+    FeatureStore,
+    batch_ranges,
+    check_store_dtype,
+    settings_key,
+    tensors_digest,
+)
 from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
 from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
@@ -137,10 +147,7 @@ def _encode_with_warning(examples, loaded, settings, source):
 
 def check_store_options(settings: AttributeSettings) -> None:
     """ConfigError naming the option for a bad ``store_dtype`` / ``proj_*`` value."""
-    if settings.store_dtype not in STORE_DTYPES:
-        raise ConfigError(
-            f"unknown store dtype '{settings.store_dtype}' (--store-dtype); choose fp32 | bf16"
-        )
+    check_store_dtype(settings.store_dtype)
     settings.projection()
 
 
@@ -178,25 +185,33 @@ def _fill(
     n_rows: int,
     batch_size: int,
     compute: Callable[[int, int], Computed],
-    advance: Callable[[int], None],
+    progress: StageProgress,
+    description: str,
     counts: dict[str, dict[str, int]],
     project: Sequence[str] = (),
+    dist: Dist = SINGLE,
 ) -> None:
-    """Compute the batches of ``kinds`` (kind → data key) missing from ``store`` and store them.
+    """Compute this rank's batches of ``kinds`` (kind → data key) missing from ``store``.
 
     ``compute(start, stop)`` returns kind → ``(rows, stats)`` for rows ``[start, stop)``; it is
     called only for batches some kind lacks, with the same batch boundaries as an
-    uninterrupted run (one shard per batch). ``advance`` gets the reused rows first, then each
-    computed batch's rows after its shards are written.
+    uninterrupted single-process run (one shard per batch). Under torchrun a rank owns batches
+    ``rank, rank + W, …`` (:meth:`Dist.mine`). The progress bar counts the rank's rows: reused
+    ones first, then each computed batch after its shards are written.
     """
     for kind, key in kinds.items():
         store.begin(kind, n_rows=n_rows, key=key, project=kind in project)
-    pending = store.pending(list(kinds), batch_size)
+    owned = dist.mine(batch_ranges(n_rows, batch_size))
+    pending = [r for r in store.pending(list(kinds), batch_size) if r in owned]
     computed = sum(stop - start for start, stop in pending)
+    reused = sum(stop - start for start, stop in owned) - computed
     for kind in kinds:
-        counts[kind] = {"reused": n_rows - computed, "computed": computed}
-    if n_rows - computed:
-        advance(n_rows - computed)
+        counts[kind] = {"reused": reused, "computed": computed}
+    if dist.active:
+        description = f"{description} · rank {dist.rank} of {dist.world_size}"
+    advance = progress(description, reused + computed)
+    if reused:
+        advance(reused)
     for start, stop in pending:
         out = compute(start, stop)
         for kind in kinds:
@@ -220,6 +235,7 @@ def compute_features(
     store: FeatureStore | None = None,
     role: str = "features",
     counts: dict[str, dict[str, int]] | None = None,
+    dist: Dist = SINGLE,
 ) -> tuple[FeatureSet, int]:
     """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations.
 
@@ -231,7 +247,9 @@ def compute_features(
     Features are computed one batch at a time into ``store`` (kinds ``grads:<role>``,
     ``kfac:<role>`` with per-batch K-FAC sums, ``ckpt-<c>:<role>``, ``reprs:<role>``); batches
     the store already holds are skipped (resume). Without a store they are kept in memory.
-    ``counts`` receives kind → ``{"reused": rows, "computed": rows}``.
+    ``counts`` receives kind → ``{"reused": rows, "computed": rows}``. Under torchrun
+    (``dist``) each rank computes its own batches into its own store and every rank gets the
+    whole feature set (:mod:`attriblm.features.gather`).
     """
     timings = {} if timings is None else timings
     counts = {} if counts is None else counts
@@ -275,14 +293,16 @@ def compute_features(
             return {grads_kind: (block_grads, None), kfac_kind: ({}, collector.take_sums())}
 
         try:
-            advance = progress(f"gradients · {source}", len(encoded))
-            _fill(store, kinds, len(encoded), bs, grads_and_sums, advance, counts, [grads_kind])
+            _fill(
+                store, kinds, len(encoded), bs, grads_and_sums, progress,
+                f"gradients · {source}", counts, [grads_kind], dist,
+            )  # fmt: skip
         finally:
             if collector is not None:
                 collector.close()
-        grads = store.read(grads_kind)
+        grads = gather_rows(store, grads_kind, len(encoded), dist)
         if need_kfac:
-            kfac = factors_from_sums(store.sum_stats(kfac_kind))
+            kfac = factors_from_sums(gather_stats(store, kfac_kind, dist))
         timings[f"gradients:{source}"] = time.perf_counter() - start
     if checkpoints:
         start = time.perf_counter()
@@ -307,13 +327,13 @@ def compute_features(
                     len(encoded),
                     bs,
                     lambda lo, hi, kind=kind: {kind: (gradients(lo, hi), None)},
-                    progress(
-                        f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}", len(encoded)
-                    ),
+                    progress,
+                    f"checkpoint {c + 1}/{len(checkpoints)} gradients · {source}",
                     counts,
                     [kind],
+                    dist,
                 )
-            ckpt_grads.append(store.read(kind))
+            ckpt_grads.append(gather_rows(store, kind, len(encoded), dist))
         ckpt_lrs = [c.lr for c in checkpoints]
         timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
     if need_reprs:
@@ -351,9 +371,11 @@ def compute_features(
             )
             return {kind: ({"reprs": rows}, None)}
 
-        advance = progress(f"representations · {source}", len(prompt_ids))
-        _fill(store, {kind: key}, len(prompt_ids), bs, reprs_batch, advance, counts)
-        reprs = store.read(kind)["reprs"]
+        _fill(
+            store, {kind: key}, len(prompt_ids), bs, reprs_batch, progress,
+            f"representations · {source}", counts, dist=dist,
+        )  # fmt: skip
+        reprs = gather_rows(store, kind, len(prompt_ids), dist)["reprs"]
         timings[f"representations:{source}"] = time.perf_counter() - start
     features = FeatureSet(
         grads=grads, reprs=reprs, checkpoint_grads=ckpt_grads, checkpoint_lrs=ckpt_lrs, kfac=kfac
@@ -452,8 +474,9 @@ def attribute(
     explicit = settings.store is not None
     store_dir = Path(settings.store) if explicit else default_store_dir(out_dir)
     keep = explicit or settings.keep_store
+    dist = current_dist()
     store = FeatureStore(
-        store_dir,
+        rank_store_dir(store_dir, dist),
         store_settings(loaded, settings),
         dtype=settings.store_dtype,
         projection=projection,
@@ -476,6 +499,7 @@ def attribute(
             "counts": counts,
             "progress": progress,
             "timings": timings,
+            "dist": dist,
         }
         # K-FAC factors come from the training rows only
         train_features, train_truncated = compute_features(
@@ -485,6 +509,10 @@ def attribute(
         query_features, query_truncated = compute_features(
             loaded, queries, settings, source=sources["queries"], role="queries", **shared
         )
+        if not dist.is_main:  # every rank holds the features now; rank 0 scores and writes
+            if not keep:
+                store.remove()
+            return AttributionRun(out_dir=out_dir, scores={}, info={"rank": dist.rank})
 
         scores: dict[str, torch.Tensor] = {}
         method_info: dict[str, dict] = {}
@@ -518,6 +546,7 @@ def attribute(
             ),
             "timings_seconds": timings,
             "store": {**store.summary(), "rows": counts, "kept": keep},
+            "distributed": {"world_size": dist.world_size, "backend_device": str(dist.device)},
         }
         with staged_directory(out_dir) as staging:
             (staging / "scores").mkdir()
@@ -552,11 +581,25 @@ def attribute(
         run = AttributionRun(out_dir=out_dir, scores=scores, info=info)
     except AttriblmError:
         if not explicit:  # a user error would recur on resume: leave no output behind
-            store.remove()
+            _remove_store(store, store_dir, dist)
         raise
     if not keep:
-        store.remove()
+        _remove_store(store, store_dir, dist)
     return run
+
+
+def rank_store_dir(store_dir: Path, dist: Dist) -> Path:
+    """The store of this process: ``store_dir`` itself, or ``store_dir/rank-R-of-W`` under
+    torchrun (each rank stores and resumes its own batches; no shared filesystem needed)."""
+    if not dist.active:
+        return store_dir
+    return store_dir / f"rank-{dist.rank}-of-{dist.world_size}"
+
+
+def _remove_store(store: FeatureStore, store_dir: Path, dist: Dist) -> None:
+    store.remove()
+    if dist.active and dist.is_main:
+        shutil.rmtree(store_dir, ignore_errors=True)  # the other ranks' leftovers, if any
 
 
 def default_store_dir(out_dir: Path | str) -> Path:

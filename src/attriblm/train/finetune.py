@@ -15,6 +15,13 @@ Output directory layout::
 
 Every file and adapter directory is written atomically (temporary sibling, then ``os.replace``).
 Re-running into the same directory replaces the previous run's files.
+
+Under torchrun (:mod:`attriblm.dist`) every rank draws the same permutation and takes every
+``W``-th row of each batch; the loss gradient of ``Σ_{own rows} L_i / B`` is all-reduced (summed),
+which is the gradient of the single-process batch mean, so every rank takes the same optimiser
+step. Rank 0 writes the outputs. LoRA dropout masks come from each rank's own random stream, so
+with ``lora.dropout > 0`` a distributed run is not bit-for-bit the single-process one; with
+dropout 0 the adapters agree to float rounding.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import torch
 
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
+from attriblm.dist import SINGLE, Dist
+from attriblm.dist import current as current_dist
 from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
 from attriblm.models.loading import LoadedModel
@@ -142,12 +151,14 @@ def finetune(
     settings.validate()
     if has_lora(loaded.model):
         raise ModelError("finetune needs a plain base model, but the loaded model has an adapter")
-    out = _prepare_out_dir(out_dir)
+    dist = current_dist()
+    out = _prepare_out_dir(out_dir, create=dist.is_main)
     encoded = _encode(examples, loaded.tokenizer, settings, data_source)
     model = add_lora(loaded.model, settings.lora, seed=settings.seed)
     base_name = loaded.identity.get("path") or loaded.identity.get("spec")
     model.peft_config["default"].base_model_name_or_path = base_name
-    _write_config(out, settings, loaded.identity, data_source, len(encoded), command_options)
+    if dist.is_main:
+        _write_config(out, settings, loaded.identity, data_source, len(encoded), command_options)
 
     batches = _Batches(encoded, settings.batch_size, _pad_token_id(loaded.tokenizer), settings.seed)
     total_steps = batches.steps_per_epoch * settings.epochs
@@ -159,6 +170,7 @@ def finetune(
         "total_steps": total_steps,
         "loss": "mean over the batch of per-example token-mean cross-entropy",
         "loss_mask": settings.loss_mask,
+        "world_size": dist.world_size,
         "steps": [],
         "epochs": [],
     }
@@ -170,8 +182,10 @@ def finetune(
         try:
             for epoch in range(1, settings.epochs + 1):
                 started = time.perf_counter()
-                lr = _train_epoch(model, batches, optimizer, scheduler, epoch, log, progress)
-                checkpoint = _save_adapter(model, out / CHECKPOINT_DIR / f"epoch-{epoch:03d}")
+                lr = _train_epoch(model, batches, optimizer, scheduler, epoch, log, progress, dist)
+                checkpoint = out / CHECKPOINT_DIR / f"epoch-{epoch:03d}"
+                if dist.is_main:
+                    _save_adapter(model, checkpoint)
                 epoch_losses = [entry["loss"] for entry in log["steps"] if entry["epoch"] == epoch]
                 log["epochs"].append(
                     {
@@ -183,11 +197,15 @@ def finetune(
                         "checkpoint": str(checkpoint.relative_to(out)),
                     }
                 )
-                write_json(out / TRAIN_LOG, log)
+                if dist.is_main:
+                    write_json(out / TRAIN_LOG, log)
         finally:
             model.eval()
-    _prune_stale_checkpoints(out / CHECKPOINT_DIR, settings.epochs)
-    adapter_dir = _save_adapter(model, out / ADAPTER_DIR)
+    adapter_dir = out / ADAPTER_DIR
+    if dist.is_main:
+        _prune_stale_checkpoints(out / CHECKPOINT_DIR, settings.epochs)
+        _save_adapter(model, adapter_dir)
+    dist.barrier()  # the adapter is on disk before any rank goes on to use it
     loaded.model = model
     loaded.identity["adapter"] = str(adapter_dir)
     return FinetuneResult(
@@ -223,14 +241,16 @@ def _encode(examples: Sequence[Example], tokenizer, settings: TrainSettings, sou
     return encoded
 
 
-def _train_epoch(model, batches, optimizer, scheduler, epoch: int, log: dict, progress) -> float:
+def _train_epoch(
+    model, batches, optimizer, scheduler, epoch: int, log: dict, progress, dist: Dist
+) -> float:
     """One pass over a fresh permutation; appends step records; returns the last step's lr."""
     device = next(model.parameters()).device
     total_steps = log["total_steps"]
     lr = scheduler.get_last_lr()[0]
     for batch in batches.epoch():
         lr = scheduler.get_last_lr()[0]
-        loss = _train_step(model, batch, device, optimizer, scheduler)
+        loss = _train_step(model, batch, device, optimizer, scheduler, dist)
         step = len(log["steps"]) + 1
         log["steps"].append({"epoch": epoch, "step": step, "loss": loss, "lr": lr})
         if progress is not None:
@@ -257,11 +277,12 @@ class _Batches:
             yield collate(rows, self.pad_token_id)
 
 
-def _prepare_out_dir(out_dir: Path | str) -> Path:
+def _prepare_out_dir(out_dir: Path | str, *, create: bool = True) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output directory {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
 
 
@@ -286,21 +307,63 @@ def _optimizer(model: torch.nn.Module, settings: TrainSettings, total_steps: int
     return optimizer, scheduler
 
 
-def _train_step(model, batch: dict[str, torch.Tensor], device, optimizer, scheduler) -> float:
-    """One optimiser step on ``mean(per_example_loss)``; returns that loss."""
-    outputs = model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        use_cache=False,
-    )
-    loss = per_example_loss(outputs.logits, batch["labels"].to(device)).mean()
-    if not torch.isfinite(loss):
-        raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
-    loss.backward()
+def _train_step(
+    model, batch: dict[str, torch.Tensor], device, optimizer, scheduler, dist: Dist = SINGLE
+) -> float:
+    """One optimiser step on ``mean(per_example_loss)`` over the batch; returns that loss.
+
+    Under torchrun this rank computes rows ``rank, rank + W, …`` and the summed gradients
+    (and loss) of all ranks make the step.
+    """
+    n_batch = batch["input_ids"].shape[0]
+    if not dist.active:
+        outputs = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            use_cache=False,
+        )
+        loss = per_example_loss(outputs.logits, batch["labels"].to(device)).mean()
+        if not torch.isfinite(loss):
+            raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
+        loss.backward()
+    else:
+        loss = _distributed_backward(model, batch, device, n_batch, dist)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
+
+
+def _distributed_backward(model, batch, device, n_batch: int, dist: Dist) -> torch.Tensor:
+    """Backward of this rank's share of the batch mean; gradients and loss summed over ranks."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = {k: v[dist.rank :: dist.world_size] for k, v in batch.items()}
+    local = torch.zeros((), device=device)
+    if rows["input_ids"].shape[0]:
+        outputs = model(
+            input_ids=rows["input_ids"].to(device),
+            attention_mask=rows["attention_mask"].to(device),
+            use_cache=False,
+        )
+        local = per_example_loss(outputs.logits, rows["labels"].to(device)).sum() / n_batch
+        local.backward()
+    flat = torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+            for p in params
+        ]
+        + [local.detach().reshape(1).float()]
+    )
+    flat = dist.all_reduce_sum(flat)
+    loss = flat[-1]
+    if not torch.isfinite(loss):
+        raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
+    offset = 0
+    for p in params:
+        size = p.numel()
+        p.grad = flat[offset : offset + size].view_as(p).to(p.dtype)
+        offset += size
+    return loss
 
 
 def _save_adapter(model, final: Path) -> Path:
