@@ -70,7 +70,14 @@ class Damping:
         where = f"block '{block}'" if block is not None else "a gradient block"
         if block_grads.numel() == 0:
             raise ConfigError(f"cannot set relative damping for {where}: it has no gradients")
-        mean_sq = float(block_grads.double().square().mean())
+        return self.lambda_from_mean_square(float(block_grads.double().square().mean()), block)
+
+    def lambda_from_mean_square(self, mean_sq: float, block: str | None = None) -> float:
+        """Relative λ from a block's mean squared train entry (streamed over a store's shards);
+        the floor ``value`` when it is 0."""
+        if self.mode == "absolute":
+            return self.value
+        where = f"block '{block}'" if block is not None else "a gradient block"
         lam = self.value * mean_sq
         if not math.isfinite(lam):
             raise ConfigError(
