@@ -1,0 +1,49 @@
+"""benchmarks/performance.py runs end to end (tiny sizes) and its markdown section is generated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from attriblm.io import read_json
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_performance_benchmark_and_its_markdown(tmp_path):
+    out = tmp_path / "perf"
+    result = _run(
+        str(BENCHMARKS / "performance.py"), "--out", str(out), "--model", "tiny",
+        "--max-length", "512", "--n-train", "12", "--n-query", "4", "--big-n-train", "20",
+        "--big-n-query", "10", "--loop-rows", "4", "--batch-size", "4", "--proj-dims", "8",
+        "--mem-rows", "600", "--mem-dim", "32", "--mem-shard", "200",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_json(out / "performance.json")
+    g = report["gradients"]
+    assert g["rows"] == 16 and g["loop_rows"] == 4 and g["big_shape"] == [10, 20]
+    assert g["loop_max_rel_diff"] < 1e-4  # the batched rows are the loop's gradients
+    assert g["projection"]["bf16-store"]["spearman"] > 0.99
+    assert set(g["scoring"]) == {"gradsim", "datainf", "lissa-paper", "exact"}
+    memory = report["memory"]
+    assert memory["score"]["gradsim"]["shape"] == [100, 600]
+    assert 0 < memory["write"]["bf16"]["bytes"] < memory["write"]["fp32"]["bytes"]
+    assert not (out / "memory-store-fp32").exists()
+
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text("# Performance\n\nhand-written part\n")
+    for _ in range(2):  # the second run replaces the generated section, it does not append
+        written = _run(str(BENCHMARKS / "write_performance_md.py"), "--perf", str(out),
+                       "--doc", str(doc))  # fmt: skip
+        assert written.returncode == 0, written.stderr
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nhand-written part")
+    assert text.count("## Feature pipeline against the hardware floor") == 1
+    assert "per-example gradients" in text and "peak resident memory" in text
