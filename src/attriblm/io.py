@@ -101,18 +101,27 @@ def staged_directory(final: Path | str) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield staging
+        replace_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    replace_directory(staging, final)
 
 
 def replace_directory(source: Path, final: Path) -> None:
-    """Move directory ``source`` to ``final``, replacing an existing ``final`` last."""
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    """Move directory ``source`` to ``final``, replacing an existing ``final`` last.
+
+    If moving ``source`` in fails, the previous ``final`` is put back before the error propagates.
+    """
+    if not final.exists():
+        os.replace(source, final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    try:
         os.replace(final, old / "previous")
-        os.replace(source, final)
+        try:
+            os.replace(source, final)
+        except BaseException:
+            os.replace(old / "previous", final)
+            raise
+    finally:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, final)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -126,20 +128,21 @@ def test_failure_keeps_previous_out_dir(tmp_path, splits, monkeypatch):
 
 def test_failure_during_swap_restores_previous(tmp_path, splits, monkeypatch):
     out = write_dataset({"train": [Example("old", "row")]}, tmp_path / "g")
-    real_replace = writers.os.replace
-    calls = []
+    real_replace = os.replace
+    moved = []
 
     def flaky_replace(src, dst):
-        calls.append((src, dst))
-        if len(calls) == 2:  # moving the new dir into place
+        if str(src).endswith(".partial"):  # moving the complete new dir into place
             raise OSError("crash")
+        if Path(src) == out:
+            moved.append(dst)  # the old dir set aside first
         return real_replace(src, dst)
 
-    monkeypatch.setattr(writers.os, "replace", flaky_replace)
+    monkeypatch.setattr(os, "replace", flaky_replace)
     with pytest.raises(OSError, match="crash"):
         write_dataset(splits, out)
     monkeypatch.undo()
-    assert [str(src) for src, _ in calls[:1]] == [str(out)]  # the swap itself failed
+    assert len(moved) == 1  # the swap itself failed, after the old dir was set aside
     assert load_examples(f"{out}:train") == [Example("old", "row")]
     assert leftovers(tmp_path, "g") == []
 

@@ -8,15 +8,12 @@ label (then every example of that split must have one).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 from attriblm.data.schema import Example, FieldMap
 from attriblm.errors import DataError
+from attriblm.io import staged_directory, write_jsonl
 
 
 def write_dataset(
@@ -24,27 +21,17 @@ def write_dataset(
 ) -> Path:
     """Write ``splits`` to ``out_dir`` and return it.
 
-    Atomic: everything is built in a hidden sibling directory that then replaces ``out_dir`` by
-    rename; an existing ``out_dir`` is removed only after the new one is complete, and a failure
-    at any point leaves no half-written ``out_dir``.
+    Atomic (:func:`attriblm.io.staged_directory`): everything is built in a hidden sibling
+    directory that then replaces ``out_dir`` by rename; an existing ``out_dir`` is removed only
+    after the new one is complete, and a failure at any point leaves no half-written ``out_dir``.
     """
     fields = fields or FieldMap()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling(out_dir, "tmp")
-    try:
-        build_dataset_dir(splits, tmp, fields)
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staged_directory(out_dir) as staging:
+        build_dataset_dir(splits, staging, fields)
     return out_dir
-
-
-def sibling(path: Path, tag: str) -> Path:
-    """A fresh hidden path next to ``path`` (same filesystem, so renames are atomic)."""
-    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def split_columns(examples: list[Example], split: str, fields: FieldMap) -> dict[str, list[str]]:
@@ -89,29 +76,6 @@ def build_dataset_dir(splits: dict[str, list[Example]], path: Path, fields: Fiel
         if was_enabled:
             datasets.enable_progress_bars()
     for name, columns in tables.items():
-        write_jsonl(path / f"{name}.jsonl", columns)
-
-
-def write_jsonl(path: Path, columns: dict[str, list[str]]) -> None:
-    """One JSON object per row, UTF-8, keys in column order."""
-    names = list(columns)
-    n_rows = len(columns[names[0]]) if names else 0
-    with path.open("w", encoding="utf-8") as fh:
-        for i in range(n_rows):
-            row = {name: columns[name][i] for name in names}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move the complete directory ``new`` to ``target``, replacing any old ``target``."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = sibling(target, "old")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        n_rows = len(next(iter(columns.values())))
+        rows = ({c: values[i] for c, values in columns.items()} for i in range(n_rows))
+        write_jsonl(path / f"{name}.jsonl", rows)
