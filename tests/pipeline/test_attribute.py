@@ -114,3 +114,33 @@ def test_lissa_and_exact_agree_on_the_tiny_model(samples_dir, tiny_adapter):
     for block, expected in exact.items():
         rel = (lissa[block] - expected).norm() / expected.norm()
         assert rel < 1e-3, f"{block}: relative error {rel:.2e}"
+
+
+def test_bf16_model_ranks_like_fp32(tmp_path, samples_dir, tiny_adapter, tiny_run):
+    """``--dtype bf16``: features still accumulate in float32, so rankings stay close to fp32's."""
+    from scipy.stats import spearmanr
+
+    spec = str(samples_dir / "grammars_small")
+    methods = ["gradsim", "datainf", "ekfac", "repsim"]
+    run = attribute(
+        load_model("tiny", adapter=tiny_adapter, dtype="bf16"),
+        load_examples(f"{spec}:train"),
+        load_examples(f"{spec}:test"),
+        AttributeSettings(methods=methods),
+        tmp_path / "bf16",
+    )
+    assert read_json(tmp_path / "bf16" / "run.json")["model"]["dtype"] == "bf16"
+    for name in methods:
+        ref = tiny_run[0].scores[name]
+        got = run.scores[name]
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        rho = sum(spearmanr(a, b).statistic for a, b in zip(got, ref, strict=True)) / len(ref)
+        assert rho > 0.9, (name, rho)
+
+
+def test_run_directory_is_private_to_the_user(tiny_run):
+    """Staged with mkdtemp / mkstemp: 0o700 directory and 0o600 files whatever the umask."""
+    run = tiny_run[0].out_dir
+    assert run.stat().st_mode & 0o777 == 0o700
+    for name in ("run.json", "config.yaml", "topk.jsonl", "scores/gradsim.safetensors"):
+        assert (run / name).stat().st_mode & 0o777 == 0o600, name
