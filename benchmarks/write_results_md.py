@@ -2,7 +2,10 @@
 
 Usage:
     python benchmarks/write_results_md.py --bench BENCH_DIR [--shown-dir bench]
-        [--out docs/RESULTS.md]
+        [--diagnoses DIAG_DIR] [--diagnoses-shown-dir diag] [--out docs/RESULTS.md]
+
+DIAG_DIR is the output of ``benchmarks/run_diagnoses.sh DIAG_DIR``: one section per diagnosis
+(attriblm.analysis.summary), its plots copied to docs/img/diag-*.png.
 
 Copies BENCH_DIR/results.png to docs/img/ and writes the command, the compute time recorded by
 the runs, the tables of results.md, and the study's findings checked against the numbers
@@ -59,10 +62,37 @@ def _recipe(name: str) -> str:
     )
 
 
+DIAGNOSES_HEADER = """## The study's diagnoses on the default model
+
+Made by `benchmarks/run_diagnoses.sh {shown}` ({minutes:.0f} min of wall time in all, 2 CPU cores,
+nothing else running for most of it): each section gives the `attriblm analyze` command, the
+measured numbers and plot, and a reading chosen from those numbers. Fine-tunes use the quick
+recipe (3 epochs, learning rate 0.001, batch 8, LoRA r 4 on q_proj, v_proj) unless the command
+shows otherwise — not the study's recipe. How they map onto the study's three causes of failure:
+(1) iHVP approximation error — Theorem 1 and the iHVP error; (2) unstable convergence — the
+convergence run; (3) parameter change not tracking behaviour change — ‖Δθ‖ vs attack success.
+Subset retraining and the counterfactual LDS test attribution itself.
+
+"""
+
+
+def _diagnoses_section(diag: Path, shown: str, image_dir: Path) -> str:
+    from attriblm.analysis.summary import diagnoses_markdown
+
+    timings_path = diag / "timings.json"
+    timings = read_json(timings_path) if timings_path.is_file() else {}
+    text = DIAGNOSES_HEADER.format(shown=shown, minutes=sum(timings.values()) / 60)
+    return text + diagnoses_markdown(
+        diag, image_dir, img_link="img", timings=timings, shown_dir=shown
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True)
     parser.add_argument("--shown-dir", default="bench", help="OUT as shown in the command")
+    parser.add_argument("--diagnoses", type=Path, help="benchmarks/run_diagnoses.sh output")
+    parser.add_argument("--diagnoses-shown-dir", default="diag")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     args = parser.parse_args()
     image_dir = args.out.parent / "img"
@@ -72,6 +102,8 @@ def main() -> None:
         f"python benchmarks/write_results_md.py --bench {args.shown_dir} "
         f"--shown-dir {args.shown_dir} --out {args.out}"
     )
+    if args.diagnoses is not None:
+        command += f" --diagnoses {args.diagnoses_shown_dir}"
     preset = read_json(args.bench / "bench.json")["grid"]["preset"]
     text = HEADER.format(
         command=command,
@@ -80,6 +112,8 @@ def main() -> None:
         paper=_recipe("paper"),
     )
     text += bench_markdown(args.bench, args.shown_dir, image="img/bench-quick.png")
+    if args.diagnoses is not None:
+        text += "\n" + _diagnoses_section(args.diagnoses, args.diagnoses_shown_dir, image_dir)
     write_text(args.out, text)
     print(f"wrote {args.out}")
 

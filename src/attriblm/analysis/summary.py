@@ -1,0 +1,340 @@
+"""Markdown sections for docs/RESULTS.md from finished `attriblm analyze` runs.
+
+:func:`diagnoses_markdown` reads ``DIR/<diagnosis>/<diagnosis>.json`` (and ``config.yaml``) of
+each diagnosis present under ``DIR`` and writes one section per diagnosis: the command that made
+it, its numbers as a table, its plot, and a reading in plain language whose wording is chosen
+from the numbers (nothing is typed by hand). Diagnoses that are missing are listed as such.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+from attriblm.io import read_json, read_yaml
+
+# directory → (json name, title); several directories may hold the same diagnosis
+SECTIONS: dict[str, tuple[str, str]] = {
+    "theorem1": ("theorem1", "Theorem 1: low-rank curvature makes (H + λI)⁻¹ ≈ I/λ"),
+    "ihvp-error": ("ihvp_error", "iHVP error: each method's Ĥ⁻¹v against the exact solve"),
+    "convergence": ("convergence", "Convergence: attribution quality at every epoch"),
+    "delta-theta": ("delta_theta", "‖Δθ‖ vs backdoor attack success, by poisoned fraction"),
+    "delta-theta-epochs": ("delta_theta", "‖Δθ‖ vs backdoor attack success, by epochs"),
+    "subset-retrain": ("subset_retrain", "Subset retraining on each method's top-1 rows"),
+    "counterfactual": ("counterfactual", "Counterfactual retraining: linear datamodeling score"),
+}
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _command(run_dir: Path, diagnosis: str) -> str:
+    """``attriblm analyze …`` rebuilt from the run's config.yaml (flags as recorded)."""
+    config = read_yaml(run_dir / "config.yaml")
+    parts = [f"attriblm analyze {diagnosis.replace('_', '-')}"]
+    for key, value in config.items():
+        if key == "resolved" or value is None or value == [] or key in ("quiet", "config"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, list):
+            parts += [f"{flag} {v}" for v in value]
+        else:
+            parts.append(f"{flag} {value}")
+    return " \\\n    ".join(parts)
+
+
+def _theorem1(data: dict) -> tuple[list[str], str]:
+    rows = data["rank_sweep"]
+    dims = sorted({r["n"] for r in rows})
+    ratios = sorted({r["ratio"] for r in rows})
+    cell = {(r["n"], r["ratio"]): r for r in rows}
+    lines = [
+        "Relative error ‖(H+λI)⁻¹ − I/λ‖_F / ‖(H+λI)⁻¹‖_F (exact bound in brackets), "
+        f"λ = {data['settings']['damping']}:",
+        "",
+        "| r/n | " + " | ".join(f"n = {n}" for n in dims) + " |",
+        "|---|" + "---|" * len(dims),
+    ]
+    for ratio in ratios:
+        cells = [
+            f"{cell[(n, ratio)]['error']:.3f} ({cell[(n, ratio)]['bound']:.3f})"
+            if (n, ratio) in cell
+            else "–"
+            for n in dims
+        ]
+        lines.append(f"| 2^{_log2(ratio)} | " + " | ".join(cells) + " |")
+    lo, hi = cell[(dims[-1], ratios[0])], cell[(dims[-1], ratios[-1])]
+    lam = sorted((r for r in data["lambda_sweep"] if r["n"] == dims[-1]), key=lambda r: r["lambda"])
+    shape = "monotone" if data["monotone_in_rank"] else "not monotone"
+    reading = (
+        f"The error falls with the rank ratio ({shape}"
+        f" in every column): at n = {dims[-1]}, {lo['error']:.3f} for r/n = 2^{_log2(lo['ratio'])} "
+        f"against {hi['error']:.3f} for r/n = 2^{_log2(hi['ratio'])}, and "
+        f"{'every' if data['all_within_bound'] else 'not every'} value lies within its bound. "
+        f"A larger λ shrinks it further (r/n = {lam[0]['ratio']:g}: {lam[0]['error']:.3f} at "
+        f"λ = {lam[0]['lambda']:g}, {lam[-1]['error']:.3f} at λ = {lam[-1]['lambda']:g}). "
+        "LoRA gradients of a few hundred examples span a space far smaller than the thousands of "
+        "parameters of a block, so the damped inverse acts almost like I/λ: whatever the iHVP "
+        "method, the scores drift towards the plain gradient dot product (gradsim) — the study's "
+        "first cause, a property of the problem rather than of one approximation."
+    )
+    return lines, reading
+
+
+def _log2(ratio: float) -> str:
+    from math import log2
+
+    value = log2(ratio)
+    return f"{value:.0f}" if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
+
+
+def _ihvp_error(data: dict) -> tuple[list[str], str]:
+    methods = data["methods"]
+    lines = [
+        f"{data['n_train']} train, {data['n_query']} queries, {len(data['blocks'])} LoRA blocks; "
+        f"reference `exact` (largest relative residual {data['reference_max_residual']:.1e}).",
+        "",
+        "| method | relative error | cosine | Spearman of scores with exact (mean / min) |",
+        "|---|---|---|---|",
+    ]
+    for name, m in methods.items():
+        sp = m["spearman"]
+        lines.append(
+            f"| {name} | {m['rel_error']:.3f} | {m['cosine']:.3f} | "
+            f"{sp['mean']:.3f} / {sp['min']:.3f} |"
+        )
+    closest = min(methods, key=lambda n: methods[n]["rel_error"])
+    used = [n for n in ("lissa-paper", "datainf") if n in methods]
+    gs = methods.get("gradsim")
+    far = ", ".join(
+        f"{n} (error {methods[n]['rel_error']:.2f}, Spearman {methods[n]['spearman']['mean']:.2f})"
+        for n in used
+    )
+    reading = (
+        f"The closest to the exact inverse is {closest} (relative error "
+        f"{methods[closest]['rel_error']:.3g}). The approximations the study relied on are far "
+        f"from it: {far}"
+        + (
+            f"; gradsim, which applies no inverse at all, has cosine {gs['cosine']:.2f} and "
+            f"Spearman {gs['spearman']['mean']:.2f}"
+            if gs
+            else ""
+        )
+        + ". So the iHVP approximation error is real and large (cause 1); whether removing it "
+        "helps is what the bench's exact-vs-gradsim check above answers."
+    )
+    return lines, reading
+
+
+def _convergence(data: dict) -> tuple[list[str], str]:
+    methods = data["methods"]
+    lines = [
+        "| epoch | train loss | ‖Δθ‖ mean ± std | "
+        + " | ".join(f"{m} Acc / Cover" for m in methods)
+        + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    accs: dict[str, list[float]] = {m: [] for m in methods}
+    for e in data["epochs"]:
+        cells = []
+        for m in methods:
+            res = e["methods"].get(m, {})
+            acc = res.get("acc", {}).get("value")
+            cover = res.get("cover", {}).get("value")
+            if acc is not None:
+                accs[m].append(acc)
+            cells.append(f"{_f(acc, 2)} / {_f(cover, 2)}")
+        dn = e["delta_norm"]
+        lines.append(
+            f"| {e['epoch']} | {_f(e['loss'])} | {dn['mean']:.3f} ± {dn['std']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    swings = {m: max(v) - min(v) for m, v in accs.items() if v}
+    widest = max(swings, key=swings.get)
+    epochs = data["epochs"]
+    reading = (
+        f"‖Δθ‖ grows from {epochs[0]['delta_norm']['mean']:.3f} to "
+        f"{epochs[-1]['delta_norm']['mean']:.3f} over {epochs[-1]['epoch']} epochs while the "
+        f"loss falls. Acc moves by at most {swings[widest]:.2f} across epochs ({widest}); "
+        + (
+            "on this task attribution is already right before training (epoch 0) and stays "
+            "so — the instability the study reports (cause 2) does not show here, where the "
+            "harmful rows differ from the benign ones on the surface."
+            if swings[widest] <= 0.1
+            else "attribution quality changes from epoch to epoch — the instability the study "
+            "reports (cause 2): which checkpoint is attributed matters."
+        )
+    )
+    return lines, reading
+
+
+def _delta_theta(data: dict) -> tuple[list[str], str]:
+    runs = data["runs"]
+    what = "poisoned fraction" if data["vary"] == "poison" else "epochs"
+    lines = [
+        f"Task {data['task']} ({data['preset']} preset); {len(data['held_out']['triggered'])} "
+        "triggered and as many clean held-out requests; greedy answers; "
+        f"{data['success_rule'].split(';')[0]}.",
+        "",
+        f"| {what} | train rows (poisoned) | ‖Δθ‖ mean ± std | attack success | "
+        "clean refusal rate |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        dn = r["delta_norm"]
+        lines.append(
+            f"| {r['strength']:g} | {r['n_train']} ({r['n_poisoned']}) | {dn['mean']:.3f} ± "
+            f"{dn['std']:.3f} | {r['attack_success']:.2f} | {r['clean_refusal_rate']:.2f} |"
+        )
+    norms = [r["delta_norm"]["mean"] for r in runs]
+    success = [r["attack_success"] for r in runs]
+    rho = (
+        spearmanr(norms, success).statistic
+        if len(set(success)) > 1 and len(set(norms)) > 1
+        else None
+    )
+    top = max(success)
+    reading = (
+        f"‖Δθ‖ runs from {min(norms):.2f} to {max(norms):.2f} across the runs while attack "
+        f"success runs from {min(success):.2f} to {top:.2f}"
+        + (f" (Spearman {rho:.2f} between the two)" if rho is not None else "")
+        + ". "
+        + (
+            f"The backdoor barely takes (attack success at most {top:.2f}), yet ‖Δθ‖ grows by "
+            f"{100 * (max(norms) / min(norms) - 1):.0f} % across the runs (part of it from the "
+            "extra optimiser steps that added rows bring): the size of the parameter change says "
+            "little about the behaviour change — the study's third cause."
+            if top < 0.5
+            else "The parameter change and the behaviour change are not in step: "
+            + (
+                "the attack succeeds only once ‖Δθ‖ is already large, and ‖Δθ‖ keeps growing "
+                "after it has saturated"
+                if rho is not None and rho > 0
+                else "‖Δθ‖ does not rise with attack success"
+            )
+            + " — the study's third cause: influence functions measure parameter change, "
+            "and parameter change does not track behaviour change."
+        )
+    )
+    return lines, reading
+
+
+def _subset_retrain(data: dict) -> tuple[list[str], str]:
+    full = data["full"]
+    methods = data["methods"]
+    lines = [
+        f"Validation accuracy: {data['accuracy_rule']}. Full set: {full['n_train']} rows, "
+        f"accuracy {full['accuracy']:.2f}.",
+        "",
+        "| method | subset rows | accuracy | random subset of the same size |",
+        "|---|---|---|---|",
+    ]
+    for name, m in methods.items():
+        lines.append(
+            f"| {name} | {m['subset_size']} | {m['accuracy']:.2f} | {m['random_accuracy']:.2f} |"
+        )
+    n_query = data["n_query"]
+    best = max(methods, key=lambda n: methods[n]["accuracy"] - methods[n]["random_accuracy"])
+    margin = methods[best]["accuracy"] - methods[best]["random_accuracy"]
+    extra = round(margin * n_query)
+    reading = (
+        f"The best margin over a random subset of the same size is {best}'s ({margin:+.2f}, "
+        f"{extra} more of {n_query} queries answered right). "
+        + (
+            "The rows the methods pick teach the behaviour better than random rows do: their "
+            "top-1 picks carry it."
+            if extra >= 3
+            else "That is within a couple of queries: at this size the methods' top-1 rows "
+            "teach the behaviour no better than random rows, and neither comes near the full "
+            f"set's accuracy ({full['accuracy']:.2f}): one top-scored row per query does not "
+            "carry the behaviour."
+        )
+    )
+    return lines, reading
+
+
+def _counterfactual(data: dict) -> tuple[list[str], str]:
+    s = data["settings"]
+    methods = {**data["methods"], "random scores": data["baseline_random"]}
+    lines = [
+        f"{s['n_subsets']} random subsets of {s['subset_size']} of {data['n_train']} training "
+        f"rows, one fresh fine-tune each; {data['n_query']} queries. LDS = mean over queries of "
+        "the Spearman correlation, across subsets, between the predicted and the actual change of "
+        "the query's loss (95 % bootstrap interval over queries).",
+        "",
+        "| method | LDS | 95 % interval |",
+        "|---|---|---|",
+    ]
+    for name, m in methods.items():
+        lo, hi = m["ci95"]
+        lines.append(f"| {name} | {m['lds']:.3f} | [{lo:.3f}, {hi:.3f}] |")
+    lds = {n: m["lds"] for n, m in data["methods"].items()}
+    ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(lds.items(), key=lambda kv: -kv[1]))
+    reading = (
+        f"Ranked by LDS: {ranked}; "
+        f"random scores reach {data['baseline_random']['lds']:.2f}. Here the methods do predict "
+        "which subsets raise or lower a query's loss — the loss is the quantity their "
+        "first-order formula is built for. The study's failures concern the behaviour "
+        "(which rows caused an output), which this test does not measure."
+    )
+    return lines, reading
+
+
+FORMATTERS: dict[str, Callable[[dict], tuple[list[str], str]]] = {
+    "theorem1": _theorem1,
+    "ihvp_error": _ihvp_error,
+    "convergence": _convergence,
+    "delta_theta": _delta_theta,
+    "subset_retrain": _subset_retrain,
+    "counterfactual": _counterfactual,
+}
+
+
+def diagnoses_markdown(
+    diag_dir: Path,
+    img_dir: Path,
+    img_link: str = "img",
+    timings: dict | None = None,
+    shown_dir: str | None = None,
+) -> str:
+    """One ``###`` section per diagnosis found under ``diag_dir``; PNGs copied to ``img_dir``.
+
+    ``timings``: folder → wall seconds (``timings.json`` of benchmarks/run_diagnoses.sh);
+    ``shown_dir`` replaces ``diag_dir`` in the commands shown.
+    """
+    out: list[str] = []
+    missing = []
+    for folder, (name, title) in SECTIONS.items():
+        run = diag_dir / folder
+        path = run / f"{name}.json"
+        if not path.is_file():
+            missing.append(folder)
+            continue
+        data = read_json(path)
+        lines, reading = FORMATTERS[name](data)
+        seconds = (timings or {}).get(folder)
+        command = _command(run, name)
+        if shown_dir is not None:
+            command = command.replace(str(diag_dir.resolve()), shown_dir)
+            command = command.replace(str(diag_dir), shown_dir)
+        out += [f"### {title}", "", "```bash", command, "```", ""]
+        if seconds is not None:
+            out += [f"Wall time: {seconds / 60:.1f} min.", ""]
+        out += lines
+        png = run / f"{name}.png"
+        if png.is_file():
+            img_dir.mkdir(parents=True, exist_ok=True)
+            target = img_dir / f"diag-{folder}.png"
+            shutil.copyfile(png, target)
+            out += ["", f"![{title}]({img_link}/{target.name})"]
+        out += ["", f"**Reading.** {reading}", ""]
+    if missing:
+        out += [f"Not run: {', '.join(missing)}.", ""]
+    return "\n".join(out)
