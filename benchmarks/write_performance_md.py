@@ -46,6 +46,7 @@ def performance_markdown(report: dict) -> str:
     g = report.get("gradients")
     if g is not None:
         loop_target = 10.0 if on_gpu else 1.7
+        loop_vs_floor = (g["loop_s"] / g["loop_rows"]) / (g["floor_s"] / g["rows"])
         scoring = g["scoring"]
         worst = max(v["share_of_gradients"] for v in scoring.values())
         lines += [
@@ -68,7 +69,14 @@ def performance_markdown(report: dict) -> str:
             f"{_verdict(g['repsim_over_epoch'] <= 0.6)} |",
             "",
             f"The loop's gradients and attriblm's agree: max relative difference "
-            f"{g['loop_max_rel_diff']:.1e}.",
+            f"{g['loop_max_rel_diff']:.1e}. Per row, the loop costs "
+            f"{loop_vs_floor:.2f} × the floor's time"
+            + (
+                f", so no implementation can be {loop_target:g} × faster than it on this "
+                "machine without beating the floor itself."
+                if loop_vs_floor < loop_target
+                else "."
+            ),
             "",
             f"### Scoring at {g['big_shape'][1]} × {g['big_shape'][0]} "
             f"(train × queries; {g['full_dims']:,} gradient dims per row)",

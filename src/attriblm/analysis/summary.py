@@ -12,8 +12,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from scipy.stats import spearmanr
-
 from attriblm.io import read_json, read_yaml
 
 # directory → (json name, title); several directories may hold the same diagnosis
@@ -165,8 +163,8 @@ def _convergence(data: dict) -> tuple[list[str], str]:
         f"loss falls. Acc moves by at most {swings[widest]:.2f} across epochs ({widest}); "
         + (
             "on this task attribution is already right before training (epoch 0) and stays "
-            "so — the instability the study reports (cause 2) does not show here, where the "
-            "harmful rows differ from the benign ones on the surface."
+            "so — the instability the study reports (cause 2) does not show with this task "
+            "and recipe."
             if swings[widest] <= 0.1
             else "attribution quality changes from epoch to epoch — the instability the study "
             "reports (cause 2): which checkpoint is attributed matters."
@@ -175,54 +173,60 @@ def _convergence(data: dict) -> tuple[list[str], str]:
     return lines, reading
 
 
+def _backdoor_effect(run: dict) -> float:
+    """Attack success minus the clean requests' compliance: how selectively the trigger works
+    (a model that refuses nothing scores 0, not 1)."""
+    return run["attack_success"] - (1.0 - run["clean_refusal_rate"])
+
+
 def _delta_theta(data: dict) -> tuple[list[str], str]:
-    runs = data["runs"]
+    runs = sorted(data["runs"], key=lambda r: r["strength"])
     what = "poisoned fraction" if data["vary"] == "poison" else "epochs"
     lines = [
         f"Task {data['task']} ({data['preset']} preset); {len(data['held_out']['triggered'])} "
         "triggered and as many clean held-out requests; greedy answers; "
-        f"{data['success_rule'].split(';')[0]}.",
+        f"{data['success_rule'].split(';')[0]}. Backdoor effect = attack success − (1 − clean "
+        "refusal rate): a model that refuses nothing, triggered or not, has effect 0.",
         "",
         f"| {what} | train rows (poisoned) | ‖Δθ‖ mean ± std | attack success | "
-        "clean refusal rate |",
-        "|---|---|---|---|---|",
+        "clean refusal rate | backdoor effect |",
+        "|---|---|---|---|---|---|",
     ]
     for r in runs:
         dn = r["delta_norm"]
         lines.append(
             f"| {r['strength']:g} | {r['n_train']} ({r['n_poisoned']}) | {dn['mean']:.3f} ± "
-            f"{dn['std']:.3f} | {r['attack_success']:.2f} | {r['clean_refusal_rate']:.2f} |"
+            f"{dn['std']:.3f} | {r['attack_success']:.2f} | {r['clean_refusal_rate']:.2f} | "
+            f"{_backdoor_effect(r):+.2f} |"
         )
     norms = [r["delta_norm"]["mean"] for r in runs]
-    success = [r["attack_success"] for r in runs]
-    rho = (
-        spearmanr(norms, success).statistic
-        if len(set(success)) > 1 and len(set(norms)) > 1
-        else None
-    )
-    top = max(success)
-    reading = (
-        f"‖Δθ‖ runs from {min(norms):.2f} to {max(norms):.2f} across the runs while attack "
-        f"success runs from {min(success):.2f} to {top:.2f}"
-        + (f" (Spearman {rho:.2f} between the two)" if rho is not None else "")
-        + ". "
-        + (
-            f"The backdoor barely takes (attack success at most {top:.2f}), yet ‖Δθ‖ grows by "
-            f"{100 * (max(norms) / min(norms) - 1):.0f} % across the runs (part of it from the "
-            "extra optimiser steps that added rows bring): the size of the parameter change says "
-            "little about the behaviour change — the study's third cause."
-            if top < 0.5
-            else "The parameter change and the behaviour change are not in step: "
-            + (
-                "the attack succeeds only once ‖Δθ‖ is already large, and ‖Δθ‖ keeps growing "
-                "after it has saturated"
-                if rho is not None and rho > 0
-                else "‖Δθ‖ does not rise with attack success"
-            )
-            + " — the study's third cause: influence functions measure parameter change, "
-            "and parameter change does not track behaviour change."
+    effects = [_backdoor_effect(r) for r in runs]
+    largest = max(norms)
+    onset = next((i for i, e in enumerate(effects) if e >= 0.5), None)
+    if onset is None:
+        reading = (
+            f"The backdoor does not take (effect at most {max(effects):+.2f}), yet ‖Δθ‖ ranges "
+            f"from {min(norms):.2f} to {largest:.2f} across the runs: the size of the parameter "
+            "change says little here about the behaviour the poison was meant to cause — the "
+            "study's third cause."
         )
-    )
+    elif onset == 0:
+        reading = (
+            f"The backdoor is present in every run (effect {effects[0]:+.2f} at the weakest), "
+            "so this sweep cannot show when it appears; try weaker settings."
+        )
+    else:
+        before, after = runs[onset - 1], runs[onset]
+        share = norms[onset - 1] / largest if largest > 0 else 0.0
+        reading = (
+            f"The backdoor appears between {what} {before['strength']:g} and "
+            f"{after['strength']:g} (effect {effects[onset - 1]:+.2f} → {effects[onset]:+.2f}), "
+            f"while ‖Δθ‖ moves only from {norms[onset - 1]:.2f} to {norms[onset]:.2f}; "
+            f"{100 * share:.0f} % of the largest ‖Δθ‖ had been reached with no backdoor. "
+            "Most of the parameter change is not the behaviour change, and the behaviour "
+            "change comes with a modest parameter change — the study's third cause: influence "
+            "functions measure parameter change, which does not track behaviour change."
+        )
     return lines, reading
 
 
@@ -276,13 +280,22 @@ def _counterfactual(data: dict) -> tuple[list[str], str]:
         lo, hi = m["ci95"]
         lines.append(f"| {name} | {m['lds']:.3f} | [{lo:.3f}, {hi:.3f}] |")
     lds = {n: m["lds"] for n, m in data["methods"].items()}
+    random_high = data["baseline_random"]["ci95"][1]
+    beating = [n for n, m in data["methods"].items() if m["ci95"][0] > random_high]
     ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(lds.items(), key=lambda kv: -kv[1]))
     reading = (
         f"Ranked by LDS: {ranked}; "
-        f"random scores reach {data['baseline_random']['lds']:.2f}. Here the methods do predict "
-        "which subsets raise or lower a query's loss — the loss is the quantity their "
-        "first-order formula is built for. The study's failures concern the behaviour "
-        "(which rows caused an output), which this test does not measure."
+        f"random scores reach {data['baseline_random']['lds']:.2f}. "
+        + (
+            f"{len(beating)} of {len(lds)} methods have their whole 95 % interval above random's: "
+            "they predict which subsets raise or lower a query's loss — the quantity their "
+            "first-order formula is built for."
+            if beating
+            else "No method's interval clears random's: the scores do not predict the "
+            "retrained losses here."
+        )
+        + " The study's failures concern behaviour (which rows caused an output), which this "
+        "test does not measure."
     )
     return lines, reading
 
