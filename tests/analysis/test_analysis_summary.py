@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,18 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_diagnoses.sh"
 STEPS = ["theorem1", "finetune-harmful-s", *[s for s in SECTIONS if s != "theorem1"]]
 
 
+def _venv_env() -> dict[str, str]:
+    """The environment with this interpreter's bin directory (attriblm, python3) first on PATH,
+    as in an activated virtual environment (`make test` runs .venv/bin/python directly)."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
 @pytest.fixture(scope="module")
 def diag_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("diag") / "diag"
     small = {"MODEL": "tiny", "N_SUBSETS": "3", "EPOCH_VALUES": "0,1", "SUBSET_EPOCHS": "2"}
-    env = {**os.environ, **small, "PYTHONWARNINGS": "ignore"}
+    env = {**_venv_env(), **small, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         ["bash", str(SCRIPT), str(out)], capture_output=True, text=True, env=env, timeout=900
     )
@@ -31,7 +39,7 @@ def test_every_step_runs_once_and_a_rerun_skips_them(diag_dir):
     timings = read_json(diag_dir / "timings.json")
     assert set(STEPS) <= set(timings)
     assert all(seconds >= 0 for seconds in timings.values())
-    env = {**os.environ, "MODEL": "tiny"}
+    env = {**_venv_env(), "MODEL": "tiny"}
     again = subprocess.run(
         ["bash", str(SCRIPT), str(diag_dir)], capture_output=True, text=True, env=env, timeout=300
     )
