@@ -144,3 +144,24 @@ def test_run_directory_is_private_to_the_user(tiny_run):
     assert run.stat().st_mode & 0o777 == 0o700
     for name in ("run.json", "config.yaml", "topk.jsonl", "scores/gradsim.safetensors"):
         assert (run / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_gradsim_and_datainf_alone_are_streamed_from_the_store(tmp_path, tiny_run):
+    """Only streamable methods: scores come shard by shard and equal the in-memory ones."""
+    run, train, queries = tiny_run
+    streamed = attribute(
+        load_model("tiny", adapter=run.info["model"]["adapter"]),
+        train,
+        queries,
+        AttributeSettings(methods=["gradsim", "datainf"], batch_size=8),
+        tmp_path / "streamed",
+    )
+    info = read_json(tmp_path / "streamed" / "run.json")
+    assert info["streamed"] is True and not run.info["streamed"]
+    assert info["blocks"] == run.info["blocks"]
+    for name in ("gradsim", "datainf"):
+        assert "streamed" in info["methods"][name]
+        torch.testing.assert_close(streamed.scores[name], run.scores[name], rtol=1e-5, atol=1e-6)
+    assert info["methods"]["datainf"]["lambda"] == pytest.approx(
+        run.info["methods"]["datainf"]["lambda"], rel=1e-9
+    )

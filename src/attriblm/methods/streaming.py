@@ -19,7 +19,10 @@ import torch
 from torch import Tensor
 
 from attriblm.features.store import FeatureStore
+from attriblm.methods.base import AttributionMethod, MethodOutput
 from attriblm.methods.damping import Damping
+
+STREAMABLE = ("gradsim", "datainf")
 
 
 def _n_rows(store: FeatureStore, kind: str) -> int:
@@ -70,12 +73,19 @@ def block_dampings(store: FeatureStore, kind: str, damping: Damping) -> dict[str
 
 
 def stream_datainf(
-    store: FeatureStore, kind: str, queries: dict[str, Tensor], damping: Damping | None = None
+    store: FeatureStore,
+    kind: str,
+    queries: dict[str, Tensor],
+    damping: Damping | None = None,
+    lambdas: dict[str, float] | None = None,
 ) -> Tensor:
-    """DataInf ``[m, n]`` from the store in three passes (module doc); equals ``datainf``."""
+    """DataInf ``[m, n]`` from the store in three passes (module doc); equals ``datainf``.
+
+    ``lambdas`` (block → λ_b, e.g. from :func:`block_dampings`) skips the first pass.
+    """
     damping = damping if damping is not None else Damping()
     blocks = _check_blocks(store, kind, queries)
-    lam = block_dampings(store, kind, damping)
+    lam = lambdas if lambdas is not None else block_dampings(store, kind, damping)
     v = {b: queries[b].double() for b in blocks}
     cg = {b: torch.zeros_like(v[b]) for b in blocks}
     for _start, _stop, rows in store.iter_rows(kind):
@@ -86,3 +96,32 @@ def stream_datainf(
     n = _n_rows(store, kind)
     u = {b: (v[b] - cg[b] / n) / lam[b] for b in blocks}
     return stream_scores(store, kind, u)
+
+
+def streamed_output(
+    method: AttributionMethod, store: FeatureStore, kind: str, queries: dict[str, Tensor]
+) -> MethodOutput:
+    """``method`` (one of :data:`STREAMABLE`) scored from the store; info as the in-memory
+    method records it (options, damping, λ per block) plus ``streamed``."""
+    if method.name not in STREAMABLE:
+        raise ValueError(f"method {method.name!r} cannot be streamed; streamable: {STREAMABLE}")
+    lam = None
+    if method.name == "gradsim":
+        scores = stream_gradsim(store, kind, queries)
+        damping: object = "none: gradsim does not damp (Ĥ = I)"
+    else:
+        lam = block_dampings(store, kind, method.damping)
+        scores = stream_datainf(store, kind, queries, method.damping, lambdas=lam)
+        damping = method.damping.to_dict()
+    info = {
+        "method": method.name,
+        "needs": ["gradients"],
+        "options": method.options(),
+        "n_train": int(scores.shape[1]),
+        "n_query": int(scores.shape[0]),
+        "sign": "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)",
+        "damping": damping,
+        "lambda": lam,
+        "streamed": "scored shard by shard from the feature store (attriblm.methods.streaming)",
+    }
+    return MethodOutput(scores=scores, info=info)

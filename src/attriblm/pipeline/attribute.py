@@ -18,6 +18,11 @@ batch. A run that is killed leaves that store; rerunning the same command resume
 computing only the missing batches, and gives bit-identical scores. The default store is removed
 after a successful run (unless ``keep_store``) and after a user error; a ``store`` given
 explicitly is never removed.
+
+When every requested method can be scored from the store (``gradsim``, ``datainf``:
+:mod:`attriblm.methods.streaming`) and the run is a single process, the train gradients are
+never loaded whole: they are scored shard by shard, so memory does not grow with
+``n_train × d`` (``run.json`` records ``"streamed": true``).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl,
 from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
+from attriblm.methods.streaming import STREAMABLE, streamed_output
 from attriblm.models.loading import LoadedModel
 from attriblm.progress import StageProgress
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
@@ -236,6 +242,7 @@ def compute_features(
     role: str = "features",
     counts: dict[str, dict[str, int]] | None = None,
     dist: Dist = SINGLE,
+    load_grads: bool = True,
 ) -> tuple[FeatureSet, int]:
     """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations.
 
@@ -249,7 +256,8 @@ def compute_features(
     the store already holds are skipped (resume). Without a store they are kept in memory.
     ``counts`` receives kind → ``{"reused": rows, "computed": rows}``. Under torchrun
     (``dist``) each rank computes its own batches into its own store and every rank gets the
-    whole feature set (:mod:`attriblm.features.gather`).
+    whole feature set (:mod:`attriblm.features.gather`). ``load_grads=False`` leaves the
+    gradients in the store only (``grads`` is ``None``; scored by streaming).
     """
     timings = {} if timings is None else timings
     counts = {} if counts is None else counts
@@ -300,7 +308,8 @@ def compute_features(
         finally:
             if collector is not None:
                 collector.close()
-        grads = gather_rows(store, grads_kind, len(encoded), dist)
+        if load_grads:
+            grads = gather_rows(store, grads_kind, len(encoded), dist)
         if need_kfac:
             kfac = factors_from_sums(gather_stats(store, kfac_kind, dist))
         timings[f"gradients:{source}"] = time.perf_counter() - start
@@ -501,10 +510,12 @@ def attribute(
             "timings": timings,
             "dist": dist,
         }
+        # the train matrix stays in the store when every method can be scored from it
+        streamed = not dist.active and set(names) <= set(STREAMABLE)
         # K-FAC factors come from the training rows only
         train_features, train_truncated = compute_features(
             loaded, train, settings, need_kfac=need_kfac, source=sources["train"], role="train",
-            **shared,
+            load_grads=not streamed, **shared,
         )  # fmt: skip
         query_features, query_truncated = compute_features(
             loaded, queries, settings, source=sources["queries"], role="queries", **shared
@@ -519,7 +530,10 @@ def attribute(
         tick = progress("scoring", len(methods))
         for name, method in methods.items():
             start = time.perf_counter()
-            output = method.score(train_features, query_features)
+            if streamed:
+                output = streamed_output(method, store, "grads:train", query_features.grads)
+            else:
+                output = method.score(train_features, query_features)
             timings[f"method:{name}"] = time.perf_counter() - start
             scores[name] = output.scores.float()
             method_info[name] = {"seconds": timings[f"method:{name}"], **output.info}
@@ -536,8 +550,11 @@ def attribute(
             "blocks": (
                 {b: list(g.shape[1:]) for b, g in train_features.grads.items()}
                 if train_features.grads is not None
+                else {b: [w] for b, w in store.blocks("grads:train").items()}
+                if streamed
                 else {}
             ),
+            "streamed": streamed,
             "methods": method_info,
             "checkpoints": (
                 [{"path": str(c.path), "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
