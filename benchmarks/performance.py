@@ -12,6 +12,9 @@ non-zero gradient; the timings do not depend on the values.
 
 Stages (each timed with the device synchronised):
 
+Timings of the floor, per-example and loop stages are the minimum over ``--repeats``
+interleaved runs (floor, per-example, floor, per-example, ...).
+
 * ``floor``: one batched forward + backward (``torch.autograd.grad`` of the summed loss over the
   LoRA parameters) per batch over the first ``--n-train`` + ``--n-query`` rows.
 * ``per_example``: attriblm's batched per-example gradients over the same rows and batches.
@@ -176,8 +179,14 @@ def stage_gradients(args) -> dict:
 
     per_example(first[:bs])  # warm-up (allocator, kernels), not timed
     _floor(model, first[:bs], pad_id, bs, device)
-    _, result["floor_s"] = _timed(device, lambda: _floor(model, first, pad_id, bs, device))
-    grads_first, result["per_example_s"] = _timed(device, lambda: per_example(first))
+    # interleaved repeats, minimum of each: run-to-run noise on a shared CPU is ~10 %
+    floors, per_examples = [], []
+    for _ in range(args.repeats):
+        floors.append(_timed(device, lambda: _floor(model, first, pad_id, bs, device))[1])
+        grads_first, seconds = _timed(device, lambda: per_example(first))
+        per_examples.append(seconds)
+    result["floor_s"], result["per_example_s"] = min(floors), min(per_examples)
+    result["floor_runs_s"], result["per_example_runs_s"] = floors, per_examples
     result["per_example_over_floor"] = result["per_example_s"] / result["floor_s"]
     print(
         f"floor {result['floor_s']:.1f} s · per-example {result['per_example_s']:.1f} s "
@@ -186,8 +195,14 @@ def stage_gradients(args) -> dict:
     )
 
     loop_rows = first[: args.loop_rows]
-    loop_grads, result["loop_s"] = _timed(device, lambda: _loop(model, loop_rows, pad_id, device))
-    batched, result["loop_attriblm_s"] = _timed(device, lambda: per_example(loop_rows))
+    loops, batched_runs = [], []
+    for _ in range(args.repeats):
+        loop_grads, seconds = _timed(device, lambda: _loop(model, loop_rows, pad_id, device))
+        loops.append(seconds)
+        batched, seconds = _timed(device, lambda: per_example(loop_rows))
+        batched_runs.append(seconds)
+    result["loop_s"], result["loop_attriblm_s"] = min(loops), min(batched_runs)
+    result["loop_runs_s"], result["loop_attriblm_runs_s"] = loops, batched_runs
     result["loop_rows"] = len(loop_rows)
     result["speedup_vs_loop"] = result["loop_s"] / result["loop_attriblm_s"]
     flat = torch.cat([g for g in batched.values()], dim=1)
@@ -360,6 +375,7 @@ def main() -> None:
     parser.add_argument("--loop-rows", type=int, default=100)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved timing repeats (min)")
     parser.add_argument("--proj-dims", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--mem-rows", type=int, default=100_000)
     parser.add_argument("--mem-dim", type=int, default=8192)

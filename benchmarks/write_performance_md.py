@@ -40,7 +40,9 @@ def performance_markdown(report: dict) -> str:
         f"Python {m['python']}. Model `{s['model']}` ({s['dtype']}) with a fresh LoRA adapter "
         "(r 4 on q_proj, v_proj; `B` set to seeded random values so every block has a gradient). "
         f"Data: the `math` task, max length {s['max_length']}, batch {s['batch_size']}. Whole "
-        f"benchmark: {report['wall_s'] / 60:.1f} min.",
+        f"benchmark: {report['wall_s'] / 60:.1f} min. Gradient timings are the minimum of "
+        f"{s.get('repeats', 1)} interleaved runs (floor, per-example, floor, …; the loop "
+        "likewise).",
         "",
     ]
     g = report.get("gradients")
@@ -56,6 +58,7 @@ def performance_markdown(report: dict) -> str:
             "| figure | measured | target | |",
             "|---|---|---|---|",
             f"| floor: batched forward + backward | {g['floor_s']:.1f} s | — | |",
+            # each timing: the minimum of the interleaved repeats (performance.py --repeats)
             f"| attriblm per-example gradients | {g['per_example_s']:.1f} s "
             f"= {g['per_example_over_floor']:.3f} × floor | ≤ 1.3 × floor | "
             f"{_verdict(g['per_example_over_floor'] <= 1.3)} |",
