@@ -65,19 +65,6 @@ class Dist:
         torch_dist.all_reduce(work, op=torch_dist.ReduceOp.SUM)
         return work.to(tensor.device)
 
-    def assemble_rows(
-        self, n_rows: int, width: int, parts: Sequence[tuple[int, int, torch.Tensor]]
-    ) -> torch.Tensor:
-        """``[n_rows, width]`` float32 from every rank's disjoint ``(start, stop, rows)`` parts.
-
-        Each rank fills its rows into zeros and the tensors are summed across ranks, which
-        reproduces every value exactly. Every rank receives the whole tensor.
-        """
-        full = torch.zeros((n_rows, width), dtype=torch.float32)
-        for start, stop, rows in parts:
-            full[start:stop] = rows.float()
-        return self.all_reduce_sum(full)
-
     def broadcast_json(self, obj: Any) -> Any:
         """Rank 0's ``obj`` (JSON-serialisable) on every rank; other ranks pass anything."""
         if not self.active:
