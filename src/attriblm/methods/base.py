@@ -73,6 +73,7 @@ class MethodOutput:
     info: dict
 
 
+SIGN_NOTE = "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)"
 FEATURE_KINDS = ("gradients", "representations", "kfac", "checkpoints")
 
 
@@ -113,7 +114,7 @@ class AttributionMethod(ABC):
             "options": self.options(),
             "n_train": train.n,
             "n_query": queries.n,
-            "sign": "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)",
+            "sign": SIGN_NOTE,
         }
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from attriblm.features.store import FeatureStore
-from attriblm.methods.base import AttributionMethod, MethodOutput
+from attriblm.methods.base import SIGN_NOTE, AttributionMethod, MethodOutput
 from attriblm.methods.damping import Damping
 
 STREAMABLE = ("gradsim", "datainf")
@@ -30,6 +30,9 @@ def _n_rows(store: FeatureStore, kind: str) -> int:
 
 
 def _check_blocks(store: FeatureStore, kind: str, queries: dict[str, Tensor]) -> list[str]:
+    """``kind``'s block names, after checking it is complete and matches the query blocks."""
+    if not store.is_complete(kind):
+        raise ValueError(f"{kind} is incomplete")
     blocks = list(store.blocks(kind))
     if sorted(blocks) != sorted(queries):
         raise ValueError(f"query blocks {sorted(queries)[:3]}… differ from {kind}'s {blocks[:3]}…")
@@ -40,8 +43,6 @@ def stream_scores(store: FeatureStore, kind: str, preconditioned: dict[str, Tens
     """``[m, n]`` float32: ``Σ_b u_b · g_{i,b}`` for preconditioned query vectors ``u_b [m, d_b]``
     against every stored train row of ``kind`` (complete), one shard at a time."""
     blocks = _check_blocks(store, kind, preconditioned)
-    if not store.is_complete(kind):
-        raise ValueError(f"{kind} is incomplete")
     m = next(iter(preconditioned.values())).shape[0]
     scores = torch.empty((m, _n_rows(store, kind)), dtype=torch.float32)
     u = {b: preconditioned[b].double() for b in blocks}
@@ -119,7 +120,7 @@ def streamed_output(
         "options": method.options(),
         "n_train": int(scores.shape[1]),
         "n_query": int(scores.shape[0]),
-        "sign": "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)",
+        "sign": SIGN_NOTE,
         "damping": damping,
         "lambda": lam,
         "streamed": "scored shard by shard from the feature store (attriblm.methods.streaming)",

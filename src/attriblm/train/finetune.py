@@ -315,27 +315,27 @@ def _train_step(
     Under torchrun this rank computes rows ``rank, rank + W, …`` and the summed gradients
     (and loss) of all ranks make the step.
     """
-    n_batch = batch["input_ids"].shape[0]
-    if not dist.active:
+    if dist.active:
+        loss = _distributed_backward(model, batch, device, dist)
+    else:
         outputs = model(
             input_ids=batch["input_ids"].to(device),
             attention_mask=batch["attention_mask"].to(device),
             use_cache=False,
         )
         loss = per_example_loss(outputs.logits, batch["labels"].to(device)).mean()
-        if not torch.isfinite(loss):
-            raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
         loss.backward()
-    else:
-        loss = _distributed_backward(model, batch, device, n_batch, dist)
+    if not torch.isfinite(loss):  # before the step: the weights stay as they were
+        raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
 
 
-def _distributed_backward(model, batch, device, n_batch: int, dist: Dist) -> torch.Tensor:
+def _distributed_backward(model, batch, device, dist: Dist) -> torch.Tensor:
     """Backward of this rank's share of the batch mean; gradients and loss summed over ranks."""
+    n_batch = batch["input_ids"].shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
     rows = {k: v[dist.rank :: dist.world_size] for k, v in batch.items()}
     local = torch.zeros((), device=device)
@@ -356,8 +356,6 @@ def _distributed_backward(model, batch, device, n_batch: int, dist: Dist) -> tor
     )
     flat = dist.all_reduce_sum(flat)
     loss = flat[-1]
-    if not torch.isfinite(loss):
-        raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
     offset = 0
     for p in params:
         size = p.numel()
