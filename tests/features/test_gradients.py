@@ -5,7 +5,8 @@ import torch
 
 from attriblm.data.tokenize import collate, encode_examples
 from attriblm.features.gradients import per_example_gradients
-from attriblm.models.lora import lora_linears
+from attriblm.models.lora import LoraSettings, add_lora, lora_linears
+from attriblm.models.tiny import build_tiny_model
 from attriblm.train.loss import per_example_loss
 
 
@@ -39,6 +40,26 @@ def test_batched_equals_batch_size_one_loop(lora_tiny, mixed_length_examples, lo
         assert got.shape == expected.shape == (len(encoded), expected.shape[1])
         assert expected.norm() > 0, f"{name}: reference gradient is zero; test would be vacuous"
         rel = (got - expected).norm() / expected.norm()
+        assert rel < 1e-4, f"{name}: relative error {rel:.2e}"
+
+
+def test_lora_on_the_output_layer_gets_per_example_rows(mixed_length_examples):
+    """A trainable output layer needs per-row tokens: the loss keeps full logits there."""
+    model, tokenizer = build_tiny_model(seed=0)
+    settings = LoraSettings(r=2, alpha=4, dropout=0.0, target_modules=("v_proj", "lm_head"))
+    model = add_lora(model, settings, seed=1).eval()
+    with torch.no_grad():
+        for name, module in lora_linears(model):
+            if name.endswith("lora_B"):
+                module.weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(4))
+    encoded = encode_examples(mixed_length_examples, tokenizer, max_length=48)
+    pad = tokenizer.pad_token_id
+    batched = per_example_gradients(model, encoded, pad_token_id=pad, batch_size=4)
+    reference = _loop_gradients(model, encoded, pad)
+    assert any("lm_head" in name for name in reference)
+    for name, expected in reference.items():
+        assert batched[name].shape == expected.shape
+        rel = (batched[name] - expected).norm() / expected.norm()
         assert rel < 1e-4, f"{name}: relative error {rel:.2e}"
 
 

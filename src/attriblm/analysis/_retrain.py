@@ -28,7 +28,7 @@ from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
 from attriblm.pipeline.attribute import AttributeSettings, compute_features
 from attriblm.progress import StageProgress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
-from attriblm.train.loss import per_example_loss
+from attriblm.train.loss import model_per_example_loss
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 
@@ -166,10 +166,12 @@ def query_losses(
     out = []
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start : start + batch_size], int(pad))
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+        losses = model_per_example_loss(
+            model,
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            batch["labels"].to(device),
             use_cache=False,
-        ).logits
-        out.append(per_example_loss(logits, batch["labels"].to(device)).double().cpu())
+        )
+        out.append(losses.double().cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

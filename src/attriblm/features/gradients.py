@@ -3,7 +3,8 @@
 Each LoRA ``lora_A`` / ``lora_B`` is a bias-free ``nn.Linear`` with weight ``W [out, in]``. For a
 sequence, ``dL/dW = Σ_t δ_t a_tᵀ`` where ``a_t`` is the layer input at token ``t`` and ``δ_t`` the
 gradient of the loss with respect to the layer output. Hooks capture ``a`` on the forward pass and
-``δ`` on the backward pass of ``Σ_i L_i`` (``L_i`` = :func:`attriblm.train.loss.per_example_loss`),
+``δ`` on the backward pass of ``Σ_i L_i`` (``L_i`` = :func:`attriblm.train.loss.per_example_loss`,
+computed by :func:`~attriblm.train.loss.model_per_example_loss`),
 so row ``i`` of the batch carries exactly example ``i``'s gradient: one forward and one backward
 per batch instead of one per example.
 
@@ -21,7 +22,7 @@ import torch
 from attriblm.data.tokenize import EncodedExample, collate
 from attriblm.errors import AttriblmError, ModelError
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import per_example_loss
+from attriblm.train.loss import model_per_example_loss
 
 ProgressFn = Callable[[int], None]
 
@@ -111,10 +112,9 @@ def per_example_gradients(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 if on_batch is not None:
                     on_batch(batch)
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                losses = per_example_loss(logits, batch["labels"])
+                losses = model_per_example_loss(
+                    model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+                )
                 torch.autograd.grad(losses.sum(), params, allow_unused=True)
                 for name, recorder in recorders.items():
                     block = recorder.take().cpu()

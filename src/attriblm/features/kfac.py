@@ -36,7 +36,7 @@ import torch
 from attriblm.data.tokenize import EncodedExample, collate
 from attriblm.errors import AttriblmError
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import IGNORE_INDEX, per_example_loss
+from attriblm.train.loss import IGNORE_INDEX, model_per_example_loss
 
 ProgressFn = Callable[[int], None]
 
@@ -218,10 +218,9 @@ def collect_kfac_factors(
             batch = collate(encoded[start : start + batch_size], pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             collector.set_batch(batch)
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            losses = per_example_loss(logits, batch["labels"])
+            losses = model_per_example_loss(
+                model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+            )
             torch.autograd.grad(losses.sum(), params, allow_unused=True)
             if progress is not None:
                 progress(min(batch_size, len(encoded) - start))

@@ -44,7 +44,7 @@ from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import LoraSettings, add_lora, has_lora
-from attriblm.train.loss import per_example_loss
+from attriblm.train.loss import model_per_example_loss
 
 ProgressFn = Callable[[int, int, float], None]
 CHECKPOINT_DIR = "checkpoints"
@@ -318,12 +318,13 @@ def _train_step(
     if dist.active:
         loss = _distributed_backward(model, batch, device, dist)
     else:
-        outputs = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+        loss = model_per_example_loss(
+            model,
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            batch["labels"].to(device),
             use_cache=False,
-        )
-        loss = per_example_loss(outputs.logits, batch["labels"].to(device)).mean()
+        ).mean()
         loss.backward()
     if not torch.isfinite(loss):  # before the step: the weights stay as they were
         raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
@@ -340,12 +341,16 @@ def _distributed_backward(model, batch, device, dist: Dist) -> torch.Tensor:
     rows = {k: v[dist.rank :: dist.world_size] for k, v in batch.items()}
     local = torch.zeros((), device=device)
     if rows["input_ids"].shape[0]:
-        outputs = model(
-            input_ids=rows["input_ids"].to(device),
-            attention_mask=rows["attention_mask"].to(device),
-            use_cache=False,
+        local = (
+            model_per_example_loss(
+                model,
+                rows["input_ids"].to(device),
+                rows["attention_mask"].to(device),
+                rows["labels"].to(device),
+                use_cache=False,
+            ).sum()
+            / n_batch
         )
-        local = per_example_loss(outputs.logits, rows["labels"].to(device)).sum() / n_batch
         local.backward()
     flat = torch.cat(
         [
