@@ -30,8 +30,9 @@ interleaved runs (floor, per-example, floor, per-example, ...).
   time to compute those gradients.
 * ``repsim``: representations of the ``--n-train`` + ``--n-query`` prompts plus RepSim scoring,
   against one fine-tuning epoch over the ``--n-train`` rows (the study's batch size 24).
-* ``projection``: gradsim on projected blocks (``--proj-dims``, Gaussian, seed 0) and on bf16-
-  stored gradients vs the exact gradsim scores: mean per-query Spearman and top-10 overlap.
+* ``projection``: gradsim on projected blocks (``--proj-dims``, Gaussian, seed 0) and on bf16- and
+  fp16-stored gradients (the store's encoding) vs the exact gradsim scores: mean per-query
+  Spearman and top-10 overlap.
 * ``memory``: in a fresh process, a feature store of ``--mem-rows`` simulated rows × ``--mem-dim``
   dims (4 blocks) is written; in another, gradsim and datainf are streamed from it against
   ``--mem-queries`` queries; its peak resident memory (``ru_maxrss``) and the store size on disk
@@ -169,6 +170,7 @@ def stage_gradients(args) -> dict:
     from attriblm.features.gradients import per_example_gradients
     from attriblm.features.projection import Projection
     from attriblm.features.representations import representations
+    from attriblm.features.row_codec import decode_rows, encode_rows
     from attriblm.methods.base import FeatureSet
     from attriblm.methods.registry import create_method
 
@@ -288,14 +290,17 @@ def stage_gradients(args) -> dict:
             "spearman": _spearman_rows(scores.scores, full_scores),
             "top10_overlap": _topk_overlap(scores.scores, full_scores),
         }
-    bf16 = {b: g.bfloat16().float() for b, g in train_g.items()}
-    bf16_q = {b: g.bfloat16().float() for b, g in query_g.items()}
-    scores = create_method("gradsim").score(FeatureSet(grads=bf16), FeatureSet(grads=bf16_q))
-    projection["bf16-store"] = {
-        "stored_dims": sum(g.shape[1] for g in train_g.values()),
-        "spearman": _spearman_rows(scores.scores, full_scores),
-        "top10_overlap": _topk_overlap(scores.scores, full_scores),
-    }
+    for dtype in ("bf16", "fp16"):  # the store's own encoding (fp16: row-scaled)
+        stored = {b: decode_rows(*encode_rows(g, dtype)) for b, g in train_g.items()}
+        stored_q = {b: decode_rows(*encode_rows(g, dtype)) for b, g in query_g.items()}
+        scores = create_method("gradsim").score(
+            FeatureSet(grads=stored), FeatureSet(grads=stored_q)
+        )
+        projection[f"{dtype}-store"] = {
+            "stored_dims": sum(g.shape[1] for g in train_g.values()),
+            "spearman": _spearman_rows(scores.scores, full_scores),
+            "top10_overlap": _topk_overlap(scores.scores, full_scores),
+        }
     result["full_dims"] = sum(g.shape[1] for g in train_g.values())
     result["projection"] = projection
     for key, row in projection.items():
@@ -336,7 +341,7 @@ def stage_memory_write(args) -> dict:
 
     widths = [args.mem_dim // 4] * 4
     result = {}
-    for dtype in ("fp32", "bf16"):
+    for dtype in ("fp32", "bf16", "fp16"):
         root = Path(args.out) / f"memory-store-{dtype}"
         shutil.rmtree(root, ignore_errors=True)
         store = FeatureStore(root, {"simulated": True}, dtype=dtype)
@@ -355,7 +360,7 @@ def stage_memory_write(args) -> dict:
         print(
             f"store {dtype}: {size / 2**30:.2f} GiB in {result[dtype]['write_s']:.1f} s", flush=True
         )
-        if dtype == "bf16":
+        if dtype != "fp32":
             shutil.rmtree(root)  # only its size is reported; scoring reads the fp32 store
     return result
 

@@ -51,6 +51,7 @@ def performance_markdown(report: dict) -> str:
         loop_vs_floor = (g["loop_s"] / g["loop_rows"]) / (g["floor_s"] / g["rows"])
         scoring = g["scoring"]
         worst = max(v["share_of_gradients"] for v in scoring.values())
+        stored = [k.removesuffix("-store") for k in g["projection"] if k.endswith("-store")]
         lines += [
             f"### Gradients: {s['n_train']} train + {s['n_query']} query rows "
             f"(mean {g['mean_tokens']:.1f} tokens)",
@@ -100,10 +101,11 @@ def performance_markdown(report: dict) -> str:
                 for name, v in scoring.items()
             ],
             "",
-            "### Random projection and bf16 storage vs exact gradsim scores",
+            f"### Random projection and {' / '.join(stored)} storage vs exact gradsim scores",
             "",
             "Seeded Gaussian projection of each gradient block wider than the dimension "
-            "(`--proj-dim`), and bf16 storage of unprojected gradients; mean over queries of the "
+            f"(`--proj-dim`), and {' / '.join(stored)} storage of unprojected gradients (the "
+            "store's encoding; fp16 rows scaled by their largest entry); mean over queries of the "
             "Spearman correlation with the fp32 unprojected gradsim scores, and the mean share of "
             "the top-10 training rows kept.",
             "",
@@ -133,8 +135,10 @@ def performance_markdown(report: dict) -> str:
             "|---|---|---|---|",
             f"| peak resident memory while scoring | {peak:.2f} GiB | < 4 GB | "
             f"{_verdict(score['peak_rss_bytes'] < 4e9)} |",
-            f"| store on disk, fp32 | {mem['write']['fp32']['bytes'] / GIB:.2f} GiB | — | |",
-            f"| store on disk, bf16 | {mem['write']['bf16']['bytes'] / GIB:.2f} GiB | — | |",
+            *[
+                f"| store on disk, {dtype} | {w['bytes'] / GIB:.2f} GiB | — | |"
+                for dtype, w in mem["write"].items()
+            ],
             f"| gradsim streamed | {score['gradsim']['seconds']:.1f} s | — | |",
             f"| datainf streamed (3 passes) | {score['datainf']['seconds']:.1f} s | — | |",
             "",

@@ -197,7 +197,11 @@ def attribute(
     ] = None,
     keep_store: Annotated[bool, typer.Option(help="Keep the default OUT.store.")] = False,
     store_dtype: Annotated[
-        str, typer.Option(help="Stored feature dtype: fp32 (exact) | bf16 (half the disk).")
+        str,
+        typer.Option(
+            help="Stored feature dtype: fp32 (exact) | bf16 | fp16 (row-scaled); "
+            "bf16 and fp16 halve the disk."
+        ),
     ] = "fp32",
     proj_dim: Annotated[
         int | None,

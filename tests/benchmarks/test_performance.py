@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,13 @@ def test_performance_benchmark_and_its_markdown(tmp_path):
     assert g["rows"] == 16 and g["loop_rows"] == 4 and g["big_shape"] == [10, 20]
     assert g["loop_max_rel_diff"] < 1e-4  # the batched rows are the loop's gradients
     assert g["projection"]["bf16-store"]["spearman"] > 0.99
+    assert g["projection"]["fp16-store"]["spearman"] > 0.99
+    assert g["floor_selected_s"] > 0 and g["loop_selected_s"] > 0
     assert set(g["scoring"]) == {"gradsim", "datainf", "lissa-paper", "exact"}
     memory = report["memory"]
     assert memory["score"]["gradsim"]["shape"] == [100, 600]
     assert 0 < memory["write"]["bf16"]["bytes"] < memory["write"]["fp32"]["bytes"]
+    assert 0 < memory["write"]["fp16"]["bytes"] < memory["write"]["fp32"]["bytes"]
     assert not (out / "memory-store-fp32").exists()
 
     doc = tmp_path / "PERFORMANCE.md"
@@ -47,3 +51,25 @@ def test_performance_benchmark_and_its_markdown(tmp_path):
     assert text.startswith("# Performance\n\nhand-written part")
     assert text.count("## Feature pipeline against the hardware floor") == 1
     assert "per-example gradients" in text and "peak resident memory" in text
+    assert "bf16 / fp16 storage" in text and "store on disk, fp16" in text
+
+
+def test_gpu_check_script_dry_run_on_cpu(tmp_path):
+    """benchmarks/gpu_check.sh, meant for a GPU session, runs every step here at tiny sizes."""
+    env = {**os.environ, "DEVICE": "cpu", "SMALL": "1", "NPROC": "2", "PYTHON": sys.executable}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "gpu")],
+        capture_output=True, text=True, timeout=900, check=False, env=env,
+        cwd=BENCHMARKS.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = read_json(tmp_path / "gpu" / "gpu_check.json")
+    assert report["torchrun"]["world_size"] == 2
+    assert set(report["torchrun_vs_fp32_rel_error"]) == {
+        "gradsim", "datainf", "ekfac", "tracin", "repsim"
+    }  # fmt: skip
+    assert max(report["torchrun_vs_fp32_rel_error"].values()) < 1e-5
+    assert min(report["bf16_vs_fp32_spearman"].values()) > 0.9
+    assert report["model"]["device"] == "cpu" and report["performance"]["loop_rows"] == 8
+    assert "## Feature pipeline" in (tmp_path / "gpu" / "PERFORMANCE.md").read_text()

@@ -64,6 +64,35 @@ def test_bf16_stores_half_and_loads_close_as_float32(tmp_path):
     assert payload < 0.7 * full
 
 
+def test_fp16_scales_rows_so_tiny_gradients_survive(tmp_path):
+    """LoRA-sized entries (1e-9…1e-6) underflow a plain fp16 cast; row scaling keeps them."""
+    g = torch.Generator().manual_seed(5)
+    magnitudes = torch.tensor([1e-9, 1e-7, 1e-5, 1e-3])[:, None]
+    rows = {"blk": torch.randn(4, 300, generator=g) * magnitudes}
+    rows["blk"][1, :10] = 0.0
+    rows["zeros"] = torch.zeros(4, 3)
+    assert (rows["blk"][0].half() == 0).all(), "the test needs entries a plain cast flushes"
+    store = FeatureStore(tmp_path / "s", SETTINGS, dtype="fp16")
+    _fill(store, "grads:train", rows, batch=3)
+    again = FeatureStore(tmp_path / "s", SETTINGS, dtype="fp16")
+    out, chunks = again.read("grads:train"), list(again.iter_rows("grads:train"))
+    assert torch.equal(out["zeros"], rows["zeros"])
+    assert torch.equal(torch.cat([c[2]["blk"] for c in chunks]), out["blk"])
+    got, expected = out["blk"], rows["blk"]
+    assert got.dtype == torch.float32 and not torch.equal(got, expected)
+    scale = expected.abs().amax(dim=1, keepdim=True)
+    normal = expected.abs() >= 2**-14 * scale
+    assert ((got - expected).abs() <= 2**-11 * expected.abs() + 1e-6 * scale)[normal].all()
+    assert ((got - expected).abs() <= 2**-25 * scale * 1.0001)[~normal].all()
+    cosine = torch.nn.functional.cosine_similarity(got, expected, dim=1)
+    assert (cosine > 1 - 1e-6).all()
+    size = (tmp_path / "s" / "grads.train" / "000000000-000000003.safetensors").stat().st_size
+    fp32 = FeatureStore(tmp_path / "f", SETTINGS)
+    _fill(fp32, "grads:train", rows, batch=3)
+    full = (tmp_path / "f" / "grads.train" / "000000000-000000003.safetensors").stat().st_size
+    assert size < 0.6 * full
+
+
 def test_stats_are_summed_across_shards_in_float64(tmp_path):
     store = FeatureStore(tmp_path / "s", SETTINGS)
     store.begin("kfac:train", n_rows=6, key="k")
@@ -180,8 +209,8 @@ def test_a_directory_that_is_not_a_store_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not an attriblm feature store"):
         FeatureStore(tmp_path / "mine", SETTINGS)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    with pytest.raises(ConfigError, match="--store-dtype"):
-        FeatureStore(tmp_path / "x", SETTINGS, dtype="fp16")
+    with pytest.raises(ConfigError, match="--store-dtype.*fp32 [|] bf16 [|] fp16"):
+        FeatureStore(tmp_path / "x", SETTINGS, dtype="int8")
 
 
 def test_in_memory_store_has_the_same_interface():

@@ -122,18 +122,23 @@ def test_an_explicit_store_is_kept_and_reused_whole(tmp_path, two_epochs, data, 
         assert torch.equal(again.scores[name], reference.scores[name])
 
 
-def test_bf16_storage_and_projection_change_scores_little(tmp_path, two_epochs, data, reference):
+def test_half_storage_and_projection_change_scores_little(tmp_path, two_epochs, data, reference):
     loaded = load_model("tiny", adapter=two_epochs)
-    bf16 = attribute(
-        loaded,
-        *data,
-        AttributeSettings(methods=["gradsim", "repsim"], batch_size=8, store_dtype="bf16"),
-        tmp_path / "bf16",
-    )
-    for name in ("gradsim", "repsim"):
-        ref = reference.scores[name]
-        assert not torch.equal(bf16.scores[name], ref)
-        assert torch.allclose(bf16.scores[name], ref, rtol=0, atol=2e-2 * float(ref.abs().max()))
+    errors = {}
+    for dtype in ("bf16", "fp16"):
+        half = attribute(
+            loaded,
+            *data,
+            AttributeSettings(methods=["gradsim", "repsim"], batch_size=8, store_dtype=dtype),
+            tmp_path / dtype,
+        )
+        assert read_json(tmp_path / dtype / "run.json")["store"]["dtype"] == dtype
+        for name in ("gradsim", "repsim"):
+            ref = reference.scores[name]
+            assert not torch.equal(half.scores[name], ref)
+            assert torch.allclose(half.scores[name], ref, rtol=0, atol=2e-2 * ref.abs().max())
+        errors[dtype] = float((half.scores["gradsim"] - reference.scores["gradsim"]).abs().max())
+    assert errors["fp16"] < errors["bf16"], "fp16 keeps 11 significant bits to bf16's 8"
     projected = attribute(
         loaded,
         *data,

@@ -25,8 +25,10 @@ size check); a kind declared again with the same data key, row count and project
 its shards, and :meth:`FeatureStore.pending` lists the row ranges still to compute. Any mismatch
 starts that store (or kind) afresh. One writer per store at a time.
 
-Storage dtype: ``fp32`` (exact) or ``bf16`` (half the disk; about 3 significant digits, relative
-error up to 2⁻⁹ per entry; loaded back as float32). Stats are always stored as given (float64).
+Storage dtype (:mod:`attriblm.features.row_codec`): ``fp32`` (exact), ``bf16`` (half the disk;
+relative error up to 2⁻⁹ per entry) or ``fp16`` (half the disk; rows scaled by their largest
+entry, stored as ``rowscale/<block>`` float32 ``[rows]``, so nothing underflows; relative error
+up to 2⁻¹¹); reads return float32. Stats are always stored as given (float64).
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ from safetensors.torch import save as save_safetensors
 
 from attriblm.errors import AttriblmError, ConfigError, DataError
 from attriblm.features.projection import Projection
+from attriblm.features.row_codec import STORE_DTYPES, decode_rows, encode_rows
 from attriblm.io import read_json, write_bytes, write_json
 
 FORMAT = "attriblm-feature-store/1"
 MANIFEST = "manifest.json"
-STORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 STATS_PREFIX = "stats/"
+SCALE_PREFIX = "rowscale/"
 _KIND = re.compile(r"^[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)?$")
 _KIND_DIR = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?$")
 _SHARD = re.compile(r"^\d{9}-\d{9}\.safetensors$")
@@ -59,11 +62,10 @@ Range = tuple[int, int]
 
 
 def check_store_dtype(dtype: str) -> None:
-    """ConfigError naming ``--store-dtype`` unless ``dtype`` is ``fp32`` or ``bf16``."""
+    """ConfigError naming ``--store-dtype`` unless ``dtype`` is ``fp32``, ``bf16`` or ``fp16``."""
     if dtype not in STORE_DTYPES:
         raise ConfigError(
-            f"unknown store dtype '{dtype}' (--store-dtype); choose fp32 | bf16 (fp16 is not "
-            "offered: LoRA gradient entries below ~6e-8 underflow its range)"
+            f"unknown store dtype '{dtype}' (--store-dtype); choose {' | '.join(STORE_DTYPES)}"
         )
 
 
@@ -102,7 +104,8 @@ class FeatureStore:
             interface, nothing persists, no manifest).
         settings: JSON-serialisable facts that decide every kind's numbers (model, adapter
             weights digest, batch size, ...); their hash is the store's key.
-        dtype: storage dtype of rows, ``fp32`` or ``bf16``; reads return float32.
+        dtype: storage dtype of rows, ``fp32``, ``bf16`` or ``fp16`` (row-scaled); reads
+            return float32.
         projection: applied to the rows of kinds declared with ``project=True`` before storing.
         if_mismatch: an existing store made with other settings is wiped and started afresh
             (``"fresh"``; :attr:`reset_reason` says why) or refused with ``ConfigError``
@@ -308,12 +311,15 @@ class FeatureStore:
         if not 0 <= start < stop <= entry["n_rows"]:
             raise ValueError(f"rows [{start}, {stop}) outside [0, {entry['n_rows']}) of {kind}")
         stored: dict[str, torch.Tensor] = {}
+        scales: dict[str, torch.Tensor] = {}
         for name, t in rows.items():
             if t.dim() != 2 or t.shape[0] != stop - start:
                 raise ValueError(f"{kind} block {name}: shape {list(t.shape)}, rows {stop - start}")
             if entry["project"] and self.projection is not None:
                 t = self.projection.apply(name, t)
-            stored[name] = t.detach().to("cpu", STORE_DTYPES[self.dtype]).contiguous()
+            stored[name], scale = encode_rows(t, self.dtype)
+            if scale is not None:
+                scales[SCALE_PREFIX + name] = scale
         blocks = {name: int(t.shape[1]) for name, t in stored.items()}
         widths = {name: int(t.shape[1]) for name, t in rows.items()}
         self._check_same(entry, "blocks", blocks, kind)
@@ -321,6 +327,7 @@ class FeatureStore:
         self._check_same(entry, "stats", list(stats), kind)
         payload = {
             **stored,
+            **scales,
             **{STATS_PREFIX + k: v.detach().cpu().contiguous() for k, v in stats.items()},
         }
         shard = {"file": f"{start:09d}-{stop:09d}.safetensors", "start": start, "stop": stop}
@@ -356,7 +363,7 @@ class FeatureStore:
         entry = self._entry(kind)
         for shard in entry["shards"]:
             payload = self._load(kind, entry, shard)
-            yield shard["start"], shard["stop"], {b: payload[b].float() for b in entry["blocks"]}
+            yield shard["start"], shard["stop"], {b: _rows(payload, b) for b in entry["blocks"]}
 
     def read(self, kind: str) -> dict[str, torch.Tensor]:
         """Block name → ``[n_rows, d_b]`` float32, block order as written (kind complete)."""
@@ -364,12 +371,12 @@ class FeatureStore:
         entry = self._entry(kind)
         if not entry["blocks"]:
             return {}
-        parts: dict[str, list[torch.Tensor]] = {b: [] for b in entry["blocks"]}
+        out = {b: torch.empty(entry["n_rows"], w) for b, w in entry["blocks"].items()}
         for shard in entry["shards"]:
             payload = self._load(kind, entry, shard)
-            for b in parts:
-                parts[b].append(payload[b])
-        return {b: torch.cat(p).float() for b, p in parts.items()}
+            for b, tensor in out.items():
+                tensor[shard["start"] : shard["stop"]] = _rows(payload, b)
+        return out
 
     def blocks(self, kind: str) -> dict[str, int]:
         """Block name → stored width of ``kind``, in block order (empty before a shard)."""
@@ -452,6 +459,11 @@ class FeatureStore:
     def _save_manifest(self) -> None:
         assert self.root is not None
         write_json(self.root / MANIFEST, self.manifest)
+
+
+def _rows(payload: Mapping[str, torch.Tensor], block: str) -> torch.Tensor:
+    """One block's float32 rows from a loaded shard (undoing fp16's row scale)."""
+    return decode_rows(payload[block], payload.get(SCALE_PREFIX + block))
 
 
 def _remove_temporaries(root: Path) -> None:

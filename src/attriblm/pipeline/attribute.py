@@ -76,8 +76,9 @@ class AttributeSettings:
 
     Feature store (:mod:`attriblm.features.store`): ``store`` is its directory (default
     ``OUT.store``, removed after success unless ``keep_store``; an explicit one is kept);
-    ``store_dtype`` ``fp32`` | ``bf16``; ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project
-    each gradient block wider than ``proj_dim`` (:mod:`attriblm.features.projection`).
+    ``store_dtype`` ``fp32`` | ``bf16`` | ``fp16`` (:mod:`attriblm.features.row_codec`);
+    ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project each gradient block wider than
+    ``proj_dim`` (:mod:`attriblm.features.projection`).
     """
 
     methods: list[str] = field(default_factory=lambda: ["all"])
