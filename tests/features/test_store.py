@@ -9,7 +9,7 @@ import torch
 
 from attriblm.errors import ConfigError, DataError
 from attriblm.features.projection import Projection, projection_matrix
-from attriblm.features.store import MANIFEST, FeatureStore, batch_ranges
+from attriblm.features.store import JOURNAL, MANIFEST, FeatureStore, batch_ranges, listed_shards
 
 SETTINGS = {"model": "tiny", "batch_size": 4}
 
@@ -152,6 +152,7 @@ def test_a_leftover_tmp_file_does_not_corrupt_the_store(tmp_path):
 def test_the_manifest_records_layout_hashes_and_settings(tmp_path):
     store = FeatureStore(tmp_path / "s", SETTINGS, projection=Projection(dim=8))
     _fill(store, "grads:train", _rows(6), batch=4, project=True)
+    store.compact()
     manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())
     assert manifest["settings"] == SETTINGS and len(manifest["key"]) == 64
     assert manifest["dtype"] == "fp32" and manifest["projection"] == {
@@ -270,3 +271,48 @@ def test_projected_inner_products_approximate_the_originals(kind):
     assert ((y2 @ y2.T - exact).abs() / (norms[:, None] * norms[None, :])).mean() < 2 * (
         2 / k
     ) ** 0.5
+
+
+def test_shards_are_journaled_then_compacted_into_the_manifest(tmp_path):
+    rows = _rows(12)
+    store = FeatureStore(tmp_path / "s", SETTINGS)
+    _fill(store, "grads:train", rows, batch=4)
+    on_disk = json.loads((tmp_path / "s" / MANIFEST).read_text())["kinds"]["grads:train"]
+    assert on_disk["shards"] == [] and on_disk["blocks"] is None  # written before any shard
+    assert len((tmp_path / "s" / JOURNAL).read_text().splitlines()) == 3
+    assert [(s["start"], s["stop"]) for s in listed_shards(tmp_path / "s")["grads:train"]] == (
+        batch_ranges(12, 4)
+    )
+    # a kill while appending leaves a torn last line; its shard file is an orphan
+    with open(tmp_path / "s" / JOURNAL, "a") as journal:
+        journal.write('{"kind": "grads:train", "shard": {"file": "0000')
+    again = FeatureStore(tmp_path / "s", SETTINGS)
+    again.begin("grads:train", n_rows=12, key="data-1")
+    assert again.is_complete("grads:train") and not (tmp_path / "s" / JOURNAL).exists()
+    kind = json.loads((tmp_path / "s" / MANIFEST).read_text())["kinds"]["grads:train"]
+    assert len(kind["shards"]) == 3 and kind["blocks"] == {b: t.shape[1] for b, t in rows.items()}
+    for block, expected in again.read("grads:train").items():
+        assert torch.equal(expected, rows[block])
+
+
+def test_bookkeeping_bytes_grow_linearly_with_shards(tmp_path, monkeypatch):
+    """The manifest is not rewritten per shard: total bytes stay a small multiple of its size."""
+    import attriblm.features.store as store_module
+
+    written = []
+    real = store_module.write_json
+
+    def counting(path, obj):
+        written.append(len(json.dumps(obj, indent=2)))
+        return real(path, obj)
+
+    monkeypatch.setattr(store_module, "write_json", counting)
+    n = 600
+    rows = {"blk": torch.zeros(n, 2)}
+    store = FeatureStore(tmp_path / "s", SETTINGS)
+    _fill(store, "grads:train", rows, batch=1)
+    store.compact()
+    journal = tmp_path / "s" / JOURNAL
+    assert not journal.exists() and store.is_complete("grads:train")
+    assert sum(written) < 8 * written[-1], "per-shard manifest rewrites would be ~n/2 times"
+    assert len(written) < 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import torch
 
 from attriblm.data.loaders import load_examples
 from attriblm.errors import ConfigError
+from attriblm.features.store import listed_shards
 from attriblm.io import load_tensors, read_json
 from attriblm.models.loading import load_model
 from attriblm.pipeline.attribute import AttributeSettings, attribute, default_store_dir
@@ -83,8 +83,8 @@ def test_interrupted_runs_resume_to_identical_scores(tmp_path, two_epochs, data,
             progress=_interrupting("gradients", 3),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.store"]  # no run dir, no .partial
-    kinds = read_json(store / "manifest.json")["kinds"]
-    assert len(kinds["grads:train"]["shards"]) == len(kinds["kfac:train"]["shards"]) == 3
+    shards = listed_shards(store)  # manifest + journal: the interrupted fill never compacted
+    assert len(shards["grads:train"]) == len(shards["kfac:train"]) == 3
     # 2nd run: resumes the gradients, then stops after 2 batches of checkpoint gradients
     with pytest.raises(KeyboardInterrupt):
         attribute(
@@ -170,12 +170,8 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-W", "ignore", "-m", "attriblm", *args]
 
 
-def _stored_shards(manifest: Path) -> int:
-    try:
-        kinds = json.loads(manifest.read_text())["kinds"]
-    except (FileNotFoundError, ValueError):
-        return 0
-    return sum(len(k["shards"]) for k in kinds.values())
+def _stored_shards(store: Path) -> int:
+    return sum(len(shards) for shards in listed_shards(store).values())
 
 
 def test_sigkill_mid_run_then_rerun_gives_identical_scores(tmp_path, two_epochs, samples_dir):
@@ -191,24 +187,24 @@ def test_sigkill_mid_run_then_rerun_gives_identical_scores(tmp_path, two_epochs,
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "killed" / "run"
-    manifest = default_store_dir(out) / "manifest.json"
+    store = default_store_dir(out)
     proc = subprocess.Popen(
         _cli(*args, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 300
-    while _stored_shards(manifest) < 3:  # grads, kfac sums of batch 1, then more
+    while _stored_shards(store) < 3:  # grads, kfac sums of batch 1, then more
         assert proc.poll() is None, f"exited before the kill: {proc.stderr.read().decode()}"
         assert time.monotonic() < deadline, "no shard stored within 300 s"
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    kinds = read_json(manifest)["kinds"]
-    stored = sum(s["stop"] - s["start"] for k in kinds.values() for s in k["shards"])
+    kinds = listed_shards(store)
+    stored = sum(s["stop"] - s["start"] for shards in kinds.values() for s in shards)
     assert 0 < stored < 280  # all: 80 train rows × 3 kinds + 20 query rows × 2 kinds
     # a batch is reused when both its gradients and its K-FAC sums were stored before the kill
-    both = {(s["start"], s["stop"]) for s in kinds["grads:train"]["shards"]} & {
-        (s["start"], s["stop"]) for s in kinds["kfac:train"]["shards"]
+    both = {(s["start"], s["stop"]) for s in kinds["grads:train"]} & {
+        (s["start"], s["stop"]) for s in kinds["kfac:train"]
     }
     assert both
     assert sorted(p.name for p in out.parent.iterdir()) == ["run.store"]  # no run dir or .partial

@@ -13,12 +13,19 @@ shard's rows ``[start, stop)``, one ``[stop − start, d_b]`` tensor per block (
 optionally *stats*: tensors summed over the rows (stored as ``stats/<name>``, e.g. K-FAC
 covariance sums and token counts), which add up across shards.
 
-``manifest.json`` (rewritten atomically after every shard, so it only ever lists complete
-shards): ``format``, ``key`` (a hash of the producing settings; ``settings`` holds them in
-clear), ``dtype``, ``projection``, and per kind: ``key`` (its data identity), ``n_rows``,
-``project``, ``blocks`` (name → stored width, in block order), ``source_widths`` (widths before
-projection), ``stats`` (names in order) and ``shards`` (``file``, ``start``, ``stop``, ``bytes``,
-``sha256``).
+``manifest.json`` (written atomically): ``format``, ``key`` (a hash of the producing settings;
+``settings`` holds them in clear), ``dtype``, ``projection``, and per kind: ``key`` (its data
+identity), ``n_rows``, ``project``, ``blocks`` (name → stored width, in block order),
+``source_widths`` (widths before projection), ``stats`` (names in order) and ``shards``
+(``file``, ``start``, ``stop``, ``bytes``, ``sha256``).
+
+``shards.jsonl``, the journal: one JSON line per shard written since the manifest was last
+rewritten, appended after the shard file is in place, so together they list exactly the
+complete shards. Appending keeps a shard's bookkeeping O(1); the manifest absorbs the journal
+(and the journal is deleted) on opening, on declaring a kind, at the end of a fill
+(:meth:`FeatureStore.compact`) and whenever the journal outgrows the manifest's shard count, so
+the total bookkeeping written stays linear in the number of shards. :func:`listed_shards` reads
+both without changing anything.
 
 Resume rule: opening a store whose manifest has the same settings key keeps its shards (after a
 size check); a kind declared again with the same data key, row count and projection flag keeps
@@ -52,6 +59,7 @@ from attriblm.io import read_json, write_bytes, write_json
 
 FORMAT = "attriblm-feature-store/1"
 MANIFEST = "manifest.json"
+JOURNAL = "shards.jsonl"
 STATS_PREFIX = "stats/"
 SCALE_PREFIX = "rowscale/"
 _KIND = re.compile(r"^[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)?$")
@@ -142,6 +150,7 @@ class FeatureStore:
             "kinds": {},
         }
         self._memory: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self._journal_lines = 0
         if self.root is not None:
             self._open(if_mismatch)
 
@@ -161,8 +170,10 @@ class FeatureStore:
                 old = None
             if isinstance(old, dict) and old.get("format") == FORMAT and old.get("key") == self.key:
                 self.manifest = old
+                _replay_journal(self.manifest, self.root / JOURNAL)
                 self._drop_damaged_shards()
                 self._remove_orphans()
+                self.compact()
                 return
             reason = "unreadable manifest" if not isinstance(old, dict) else "other settings"
             if if_mismatch == "error":
@@ -172,7 +183,7 @@ class FeatureStore:
                 )
             self._wipe()
             self.reset_reason = reason
-        elif any(self.root.iterdir()):
+        elif any(p.name != JOURNAL for p in self.root.iterdir()):
             raise ConfigError(
                 f"{self.root}: exists and is not an attriblm feature store (no {MANIFEST}); "
                 "choose another --store"
@@ -183,6 +194,7 @@ class FeatureStore:
         """Remove the manifest and every kind directory holding only shards (never other files)."""
         assert self.root is not None
         (self.root / MANIFEST).unlink(missing_ok=True)
+        (self.root / JOURNAL).unlink(missing_ok=True)
         for child in self.root.iterdir():
             if (
                 child.is_dir()
@@ -193,13 +205,8 @@ class FeatureStore:
 
     def _drop_damaged_shards(self) -> None:
         """Forget shards whose file is missing or has the wrong size (they are recomputed)."""
-        changed = False
         for entry in self.manifest["kinds"].values():
-            kept = [s for s in entry["shards"] if self._shard_size_ok(entry, s)]
-            changed |= len(kept) != len(entry["shards"])
-            entry["shards"] = kept
-        if changed:
-            self._save_manifest()
+            entry["shards"] = [s for s in entry["shards"] if self._shard_size_ok(entry, s)]
 
     def _shard_size_ok(self, entry: dict, shard: dict) -> bool:
         path = self._shard_path(entry, shard)
@@ -338,13 +345,10 @@ class FeatureStore:
             data = save_safetensors(payload)
             write_bytes(self._dir(entry) / shard["file"], data)
             shard.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        overlapping = [s for s in entry["shards"] if s["start"] < stop and start < s["stop"]]
-        entry["shards"] = sorted(
-            [s for s in entry["shards"] if s not in overlapping] + [shard],
-            key=lambda s: s["start"],
-        )
+        overlapping = _add_shard(entry, shard)
         if self.root is not None:
-            self._save_manifest()  # after the shard file is in place: it lists complete shards
+            # after the shard file is in place: manifest + journal list only complete shards
+            self._append_journal(kind, entry, shard)
             for old in overlapping:
                 if old["file"] != shard["file"]:
                     self._shard_path(entry, old).unlink(missing_ok=True)
@@ -456,9 +460,74 @@ class FeatureStore:
     def _shard_path(self, entry: dict, shard: dict) -> Path:
         return self._dir(entry) / shard["file"]
 
+    def compact(self) -> None:
+        """Rewrite the manifest with every stored shard and delete the journal."""
+        if self.root is not None:
+            self._save_manifest()
+
     def _save_manifest(self) -> None:
         assert self.root is not None
         write_json(self.root / MANIFEST, self.manifest)
+        (self.root / JOURNAL).unlink(missing_ok=True)  # after: a kill between replays it again
+        self._journal_lines = 0
+
+    def _append_journal(self, kind: str, entry: dict, shard: dict) -> None:
+        assert self.root is not None
+        line = {"kind": kind, "shard": shard, **{f: entry[f] for f in _LAYOUT_FIELDS}}
+        with open(self.root / JOURNAL, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(line) + "\n")
+        self._journal_lines += 1
+        listed = sum(len(e["shards"]) for e in self.manifest["kinds"].values())
+        if self._journal_lines > max(64, listed // 2):  # amortised: linear total bytes
+            self._save_manifest()
+
+
+_LAYOUT_FIELDS = ("blocks", "source_widths", "stats")
+
+
+def _add_shard(entry: dict, shard: dict) -> list[dict]:
+    """Put ``shard`` into ``entry``'s row-ordered list, dropping the shards it overlaps
+    (returned)."""
+    overlapping = [
+        s for s in entry["shards"] if s["start"] < shard["stop"] and shard["start"] < s["stop"]
+    ]
+    entry["shards"] = sorted(
+        [s for s in entry["shards"] if s not in overlapping] + [shard], key=lambda s: s["start"]
+    )
+    return overlapping
+
+
+def _replay_journal(manifest: dict, path: Path) -> None:
+    """Apply the journal's shard lines to ``manifest`` in order (a torn or unknown line is
+    skipped: its shard file, if any, is then an orphan and is recomputed)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+            entry = manifest["kinds"][line["kind"]]
+            shard = line["shard"]
+            if not 0 <= shard["start"] < shard["stop"] <= entry["n_rows"]:
+                continue
+        except (ValueError, KeyError, TypeError):
+            continue
+        for field in _LAYOUT_FIELDS:
+            if entry[field] is None:
+                entry[field] = line.get(field)
+        _add_shard(entry, shard)
+
+
+def listed_shards(root: Path | str) -> dict[str, list[dict]]:
+    """Kind → its complete shards (manifest + journal) of the store at ``root``, read-only;
+    empty when there is no readable manifest (e.g. to watch a running fill)."""
+    try:
+        manifest = read_json(Path(root) / MANIFEST)
+    except (OSError, ValueError):
+        return {}
+    _replay_journal(manifest, Path(root) / JOURNAL)
+    return {kind: entry["shards"] for kind, entry in manifest["kinds"].items()}
 
 
 def _rows(payload: Mapping[str, torch.Tensor], block: str) -> torch.Tensor:

@@ -225,6 +225,7 @@ def _fill(
             rows, stats = out[kind]
             store.write(kind, start, stop, rows, stats)
         advance(stop - start)
+    store.compact()  # the manifest lists every shard again; the journal is gone
 
 
 def compute_features(
