@@ -23,9 +23,9 @@ identity), ``n_rows``, ``project``, ``blocks`` (name → stored width, in block 
 rewritten, appended after the shard file is in place, so together they list exactly the
 complete shards. Appending keeps a shard's bookkeeping O(1); the manifest absorbs the journal
 (and the journal is deleted) on opening, on declaring a kind, at the end of a fill
-(:meth:`FeatureStore.compact`) and whenever the journal outgrows the manifest's shard count, so
-the total bookkeeping written stays linear in the number of shards. :func:`listed_shards` reads
-both without changing anything.
+(:meth:`FeatureStore.compact`) and whenever the journal holds more lines than half the listed
+shards (and 64), so the total bookkeeping written stays linear in the number of shards.
+:func:`listed_shards` reads both without changing anything.
 
 Resume rule: opening a store whose manifest has the same settings key keeps its shards (after a
 size check); a kind declared again with the same data key, row count and projection flag keeps
