@@ -125,10 +125,10 @@ def _losses(model, batch: dict, selected: bool) -> torch.Tensor:
     """Per-example losses from full logits (a trainer's pass) or at the loss positions only."""
     from attriblm.train.loss import model_per_example_loss, per_example_loss
 
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     if selected:
-        return model_per_example_loss(model, ids, mask, labels)
-    return per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        return model_per_example_loss(model, batch)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return per_example_loss(logits, batch["labels"])
 
 
 def _floor(model, encoded, pad_id: int, batch_size: int, device, selected: bool = False) -> None:

@@ -46,9 +46,7 @@ def _output_layer_inputs(model) -> list[tuple[int, ...]]:
 def _loss_and_grads(model, batch, selected: bool):
     params = [p for p in model.parameters() if p.requires_grad]
     if selected:
-        losses = model_per_example_loss(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-        )
+        losses = model_per_example_loss(model, batch)
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         losses = per_example_loss(logits, batch["labels"])
@@ -78,9 +76,7 @@ def test_trainable_output_layer_keeps_full_logits():
     assert any("lm_head" in name for name, _ in lora_linears(model))
     batch = _batch(tokenizer)
     shapes = _output_layer_inputs(model)
-    loss = model_per_example_loss(
-        model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-    )
+    loss = model_per_example_loss(model, batch)
     assert shapes and all(s[:2] == tuple(batch["input_ids"].shape) for s in shapes)
     full = per_example_loss(
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
@@ -118,16 +114,14 @@ def test_model_that_breaks_selection_falls_back_with_a_warning(wrapper):
     model = wrapper(lm)
     batch = _batch(tokenizer)
     with pytest.warns(UserWarning, match="computing logits at every position"):
-        loss = model_per_example_loss(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-        )
+        loss = model_per_example_loss(model, batch)
     full = per_example_loss(
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
         batch["labels"],
     )
     torch.testing.assert_close(loss, full)
     shapes = _output_layer_inputs(lm)
-    model_per_example_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    model_per_example_loss(model, batch)
     assert len(shapes) == 1 and shapes[0][:2] == tuple(batch["input_ids"].shape), (
         "the verdict is kept: later calls run one full-logit forward and no second check"
     )
@@ -137,5 +131,5 @@ def test_check_restores_training_mode():
     model, tokenizer = _lora_model()
     model.train()
     batch = _batch(tokenizer)
-    model_per_example_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    model_per_example_loss(model, batch)
     assert model.training

@@ -160,18 +160,10 @@ def query_losses(
     )
     model = loaded.model
     model.eval()
-    device = next(model.parameters()).device
     pad = loaded.tokenizer.pad_token_id
     pad = pad if pad is not None else loaded.tokenizer.eos_token_id
     out = []
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start : start + batch_size], int(pad))
-        losses = model_per_example_loss(
-            model,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            batch["labels"].to(device),
-            use_cache=False,
-        )
-        out.append(losses.double().cpu())
+        out.append(model_per_example_loss(model, batch, use_cache=False).double().cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

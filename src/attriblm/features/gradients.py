@@ -112,9 +112,7 @@ def per_example_gradients(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 if on_batch is not None:
                     on_batch(batch)
-                losses = model_per_example_loss(
-                    model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-                )
+                losses = model_per_example_loss(model, batch)
                 torch.autograd.grad(losses.sum(), params, allow_unused=True)
                 for name, recorder in recorders.items():
                     block = recorder.take().cpu()

@@ -218,9 +218,7 @@ def collect_kfac_factors(
             batch = collate(encoded[start : start + batch_size], pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             collector.set_batch(batch)
-            losses = model_per_example_loss(
-                model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-            )
+            losses = model_per_example_loss(model, batch)
             torch.autograd.grad(losses.sum(), params, allow_unused=True)
             if progress is not None:
                 progress(min(batch_size, len(encoded) - start))

@@ -318,13 +318,7 @@ def _train_step(
     if dist.active:
         loss = _distributed_backward(model, batch, device, dist)
     else:
-        loss = model_per_example_loss(
-            model,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            batch["labels"].to(device),
-            use_cache=False,
-        ).mean()
+        loss = model_per_example_loss(model, batch, use_cache=False).mean()
         loss.backward()
     if not torch.isfinite(loss):  # before the step: the weights stay as they were
         raise ModelError(f"training loss became {loss.item()}; try a lower learning rate")
@@ -341,16 +335,7 @@ def _distributed_backward(model, batch, device, dist: Dist) -> torch.Tensor:
     rows = {k: v[dist.rank :: dist.world_size] for k, v in batch.items()}
     local = torch.zeros((), device=device)
     if rows["input_ids"].shape[0]:
-        local = (
-            model_per_example_loss(
-                model,
-                rows["input_ids"].to(device),
-                rows["attention_mask"].to(device),
-                rows["labels"].to(device),
-                use_cache=False,
-            ).sum()
-            / n_batch
-        )
+        local = model_per_example_loss(model, rows, use_cache=False).sum() / n_batch
         local.backward()
     flat = torch.cat(
         [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -48,21 +49,22 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 
 def model_per_example_loss(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    labels: torch.Tensor,
-    **forward_kwargs,
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], **forward_kwargs
 ) -> torch.Tensor:
     """``per_example_loss(model(input_ids, attention_mask).logits, labels)``, ``[batch]``.
 
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels`` ``[batch, T]`` (a collated
+    batch; moved to the model's device here); ``forward_kwargs`` go to the model's forward.
     Logits are computed only at positions ``t - 1`` of the loss tokens ``t``
     (:mod:`attriblm.models.output_layer`): the same value and gradients for a fraction of the
     output layer's cost. The first call on a model compares both ways on the batch's first
     row (eval mode, no gradient) and keeps full logits, with a warning, if they differ; models
     whose output layer is trainable always use full logits.
     """
-    labels = labels.to(input_ids.device)
+    device = next(model.parameters()).device
+    input_ids, attention_mask, labels = (
+        batch[key].to(device) for key in ("input_ids", "attention_mask", "labels")
+    )
     if not _selection_ok(model, input_ids, attention_mask, labels, forward_kwargs):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits
         return per_example_loss(logits, labels)
