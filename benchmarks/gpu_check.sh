@@ -4,10 +4,12 @@
 #   TOKENIZER=gpu-tokenizer bash benchmarks/gpu_check.sh OUT   # on the GPU machine, repo root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh OUT         # dry run of every step on a CPU
 #
-# TOKENIZER: a folder with the default model's tokenizer files (tokenizer.json,
-# tokenizer_config.json, chat_template.jinja from ~/.cache/attriblm/models/smollm2-*/, 3.5 MB;
-# carry it), so the data tokenise as in docs/PERFORMANCE.md (mean 68 tokens); without it the
-# tiny test tokenizer is used (about twice as many tokens; max length 256).
+# TOKENIZER: a folder with the default model's tokenizer files, so the data tokenise as in
+# docs/PERFORMANCE.md (mean 68 tokens); without it the tiny test tokenizer is used (about twice
+# as many tokens; max length 256). Before a GPU session, here (3.5 MB; an untracked folder that
+# git does not ignore travels with the working tree):
+#   mkdir -p gpu-tokenizer && cp ~/.cache/attriblm/models/smollm2-135m-instruct-0.1.2/{tokenizer.json,tokenizer_config.json,chat_template.jinja} gpu-tokenizer/
+# The 1.1B model (4.4 GB) is built in a temporary folder, never under OUT, and removed at exit.
 # Needs torch, transformers, peft, safetensors, scipy, typer, rich, pyyaml; attriblm is used from
 # src/ (not installed), and nothing is downloaded. Steps:
 #   1. a random-init Llama with TinyLlama-1.1B's shape and the tokenizer's vocabulary (speed
@@ -36,8 +38,11 @@ fi
 
 step() { echo "== $1 ($(date +%T))"; }
 
+MODEL=$(mktemp -d)
+trap 'rm -rf "$MODEL"' EXIT
+
 step "1 model"
-$PY - "$OUT/model" "$SHAPE" "${TOKENIZER:-}" > "$OUT/model.log" 2>&1 <<'EOF'
+$PY - "$MODEL" "$SHAPE" "${TOKENIZER:-}" > "$OUT/model.log" 2>&1 <<'EOF'
 import json, sys
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
@@ -53,7 +58,7 @@ print(config)
 EOF
 
 step "2 performance"
-$PY benchmarks/performance.py --out "$OUT/perf" --model "$OUT/model" --device "$DEVICE" \
+$PY benchmarks/performance.py --out "$OUT/perf" --model "$MODEL" --device "$DEVICE" \
     --skip memory "${PERF_ARGS[@]}" 2>&1 | tee "$OUT/performance.log"
 cp docs/PERFORMANCE.md "$OUT/PERFORMANCE.md"
 $PY benchmarks/write_performance_md.py --perf "$OUT/perf" --doc "$OUT/PERFORMANCE.md"

@@ -73,3 +73,4 @@ def test_gpu_check_script_dry_run_on_cpu(tmp_path):
     assert min(report["bf16_vs_fp32_spearman"].values()) > 0.9
     assert report["model"]["device"] == "cpu" and report["performance"]["loop_rows"] == 8
     assert "## Feature pipeline" in (tmp_path / "gpu" / "PERFORMANCE.md").read_text()
+    assert not (tmp_path / "gpu" / "model").exists()  # the big model never lands under OUT
