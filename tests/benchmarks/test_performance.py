@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,20 @@ def test_performance_benchmark_and_its_markdown(tmp_path):
     assert text.count("## Feature pipeline against the hardware floor") == 1
     assert "per-example gradients" in text and "peak resident memory" in text
     assert "bf16 / fp16 storage" in text and "store on disk, fp16" in text
+
+    # a GPU run gets its own section; rerunning the CPU one leaves it in place
+    gpu = tmp_path / "gpu-perf"
+    gpu.mkdir()
+    report["machine"] = {**report["machine"], "device": "cuda:0", "gpu": "Some GPU"}
+    (gpu / "performance.json").write_text(json.dumps(report))
+    for perf in (gpu, out):
+        written = _run(str(BENCHMARKS / "write_performance_md.py"), "--perf", str(perf),
+                       "--doc", str(doc))  # fmt: skip
+        assert written.returncode == 0, written.stderr
+    text = doc.read_text()
+    assert text.count("## Feature pipeline against the hardware floor (issue 6, CPU)") == 1
+    assert text.count("## Feature pipeline against the hardware floor (issue 6, GPU)") == 1
+    assert "≥ 10 × (GPU)" in text and "(Some GPU)" in text
 
 
 def test_gpu_check_script_dry_run_on_cpu(tmp_path):
