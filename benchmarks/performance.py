@@ -154,6 +154,23 @@ def _loop(model, encoded, pad_id: int, device, selected: bool = False) -> list[t
     return rows
 
 
+def _interleaved(device, repeats: int, stages: dict, result: dict) -> dict:
+    """Time each stage once per repeat, in turn (interleaved: run-to-run drift hits all alike).
+
+    Writes ``result[f"{name}_runs_s"]`` (every run) and ``result[f"{name}_s"]`` (their minimum);
+    returns each stage's last return value.
+    """
+    runs: dict[str, list[float]] = {name: [] for name in stages}
+    last: dict = {}
+    for _ in range(repeats):
+        for name, fn in stages.items():
+            last[name], seconds = _timed(device, fn)
+            runs[name].append(seconds)
+    for name, times in runs.items():
+        result[f"{name}_s"], result[f"{name}_runs_s"] = min(times), times
+    return last
+
+
 def _spearman_rows(a: torch.Tensor, b: torch.Tensor) -> float:
     from scipy.stats import spearmanr
 
@@ -194,18 +211,17 @@ def stage_gradients(args) -> dict:
     _floor(model, first[:bs], pad_id, bs, device)
     _floor(model, first[:bs], pad_id, bs, device, selected=True)
     # interleaved repeats, minimum of each: run-to-run noise on a shared CPU is ~10 %
-    floors, selected_floors, per_examples = [], [], []
-    for _ in range(args.repeats):
-        floors.append(_timed(device, lambda: _floor(model, first, pad_id, bs, device))[1])
-        selected_floors.append(
-            _timed(device, lambda: _floor(model, first, pad_id, bs, device, selected=True))[1]
-        )
-        grads_first, seconds = _timed(device, lambda: per_example(first))
-        per_examples.append(seconds)
-    result["floor_s"], result["per_example_s"] = min(floors), min(per_examples)
-    result["floor_selected_s"] = min(selected_floors)
-    result["floor_runs_s"], result["per_example_runs_s"] = floors, per_examples
-    result["floor_selected_runs_s"] = selected_floors
+    last = _interleaved(
+        device,
+        args.repeats,
+        {
+            "floor": lambda: _floor(model, first, pad_id, bs, device),
+            "floor_selected": lambda: _floor(model, first, pad_id, bs, device, selected=True),
+            "per_example": lambda: per_example(first),
+        },
+        result,
+    )
+    grads_first = last["per_example"]
     result["per_example_over_floor"] = result["per_example_s"] / result["floor_s"]
     result["per_example_over_selected_floor"] = result["per_example_s"] / result["floor_selected_s"]
     print(
@@ -217,19 +233,17 @@ def stage_gradients(args) -> dict:
     )
 
     loop_rows = first[: args.loop_rows]
-    loops, selected_loops, batched_runs = [], [], []
-    for _ in range(args.repeats):
-        loop_grads, seconds = _timed(device, lambda: _loop(model, loop_rows, pad_id, device))
-        loops.append(seconds)
-        selected_loops.append(
-            _timed(device, lambda: _loop(model, loop_rows, pad_id, device, selected=True))[1]
-        )
-        batched, seconds = _timed(device, lambda: per_example(loop_rows))
-        batched_runs.append(seconds)
-    result["loop_s"], result["loop_attriblm_s"] = min(loops), min(batched_runs)
-    result["loop_selected_s"] = min(selected_loops)
-    result["loop_runs_s"], result["loop_attriblm_runs_s"] = loops, batched_runs
-    result["loop_selected_runs_s"] = selected_loops
+    last = _interleaved(
+        device,
+        args.repeats,
+        {
+            "loop": lambda: _loop(model, loop_rows, pad_id, device),
+            "loop_selected": lambda: _loop(model, loop_rows, pad_id, device, selected=True),
+            "loop_attriblm": lambda: per_example(loop_rows),
+        },
+        result,
+    )
+    loop_grads, batched = last["loop"], last["loop_attriblm"]
     result["loop_rows"] = len(loop_rows)
     result["speedup_vs_loop"] = result["loop_s"] / result["loop_attriblm_s"]
     result["speedup_from_batching"] = result["loop_selected_s"] / result["loop_attriblm_s"]
