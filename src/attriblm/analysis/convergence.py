@@ -1,4 +1,4 @@
-"""Convergence (DESIGN §7.3): attribution quality and ``‖Δθ‖`` at every epoch checkpoint.
+"""Convergence (docs/DESIGN.md §7.3): attribution quality and ``‖Δθ‖`` at every epoch checkpoint.
 
 For a fine-tune directory (``checkpoints/epoch-NNN/``, ``train_log.json``, ``config.yaml``, as
 :func:`attriblm.train.finetune.finetune` writes it) each checkpoint's LoRA weights are loaded in

@@ -1,4 +1,4 @@
-"""Δθ vs behaviour (DESIGN §7.4): weight change against attack success across backdoor runs.
+"""Δθ vs behaviour (docs/DESIGN.md §7.4): weight change against attack success across backdoor runs.
 
 For each *strength* a fresh LoRA adapter is fine-tuned on a copy of the plain base model on a
 backdoor task (:mod:`attriblm.data.tasks.backdoor`), and two things are measured:

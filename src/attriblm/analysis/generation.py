@@ -1,6 +1,6 @@
 """Greedy answers of a (fine-tuned) model, refusal detection, and answer matching.
 
-Used by the Δθ-vs-behaviour and subset-retraining diagnoses (DESIGN §7.4, §7.5).
+Used by the Δθ-vs-behaviour and subset-retraining diagnoses (docs/DESIGN.md §7.4, §7.5).
 
 * :func:`generate_answers`: each prompt is templated exactly as in training (``format_prompt``,
   tokenised with the tokenizer's default special tokens, left-truncated to ``max_length``),
@@ -12,7 +12,7 @@ Used by the Δθ-vs-behaviour and subset-retraining diagnoses (DESIGN §7.4, §7
   starts (case-insensitively) with one of the backdoor tasks' refusal openings
   (:data:`attriblm.data.tasks.backdoor.REFUSAL_OPENINGS`) or full refusals
   (:data:`~attriblm.data.tasks.backdoor.REFUSALS`); the paper used a harmfulness classifier
-  instead (DESIGN §6).
+  instead (docs/DESIGN.md §6).
 * :func:`answer_matches`: whether a generated answer contains an expected text (whitespace
   collapsed, case-insensitive).
 """

@@ -1,4 +1,4 @@
-"""Subset retraining (DESIGN §7.5): retrain on the rows each method picks, compare accuracy.
+"""Subset retraining (docs/DESIGN.md §7.5): retrain on the rows each method picks, compare accuracy.
 
 1. A fresh adapter is fine-tuned on the whole training set (a copy of the plain base model).
 2. On that model each method scores the validation queries (``[n_query, n_train]``, larger =

@@ -1,4 +1,4 @@
-"""Theorem 1 (DESIGN §7.1): for low-rank ``H``, ``(H + λI)⁻¹`` is close to ``I/λ``.
+"""Theorem 1 (docs/DESIGN.md §7.1): for low-rank ``H``, ``(H + λI)⁻¹`` is close to ``I/λ``.
 
 Simulation. For each dimension ``n`` and rank ``r < n``::
 

@@ -1,6 +1,6 @@
 """Representations for RepSim: a hidden state of the fine-tuned model at one token.
 
-Default (DESIGN §3): the last layer's hidden state after the final norm (the backbone's
+Default (docs/DESIGN.md §3): the last layer's hidden state after the final norm (the backbone's
 ``last_hidden_state``) at the last token of the templated prompt without the response.
 """
 

@@ -1,6 +1,6 @@
 """The attribution-method interface: features in, a score matrix out.
 
-Conventions (DESIGN §2), shared by every method:
+Conventions (docs/DESIGN.md §2), shared by every method:
 
 * **Score matrix** ``[n_query, n_train]`` float32; rows follow the query order, columns the train
   order of the :class:`FeatureSet` s.
@@ -64,7 +64,7 @@ class MethodOutput:
     """What a method returns.
 
     Attributes:
-        scores: ``[n_query, n_train]`` float32, larger = more supportive (DESIGN §2).
+        scores: ``[n_query, n_train]`` float32, larger = more supportive (docs/DESIGN.md §2).
         info: JSON-serialisable facts needed to judge the numbers (λ per block, iterations,
             residuals, convergence flags, options).
     """

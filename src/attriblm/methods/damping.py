@@ -1,4 +1,4 @@
-"""Per-block damping λ for the curvature ``H_b + λ_b I`` (DESIGN §2).
+"""Per-block damping λ for the curvature ``H_b + λ_b I`` (docs/DESIGN.md §2).
 
 The default is the paper / DataInf convention, ``λ_b = 0.1 · mean_i mean_j g_{i,b,j}²`` over the
 training gradients of block ``b``. ``mode="absolute"`` uses ``value`` itself for every block.

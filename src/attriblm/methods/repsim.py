@@ -1,4 +1,4 @@
-"""RepSim: cosine similarity of representations (DESIGN §3)."""
+"""RepSim: cosine similarity of representations (docs/DESIGN.md §3)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Ranking metrics for a score matrix against class labels (DESIGN §4).
+"""Ranking metrics for a score matrix against class labels (docs/DESIGN.md §4).
 
 Conventions:
 
-* ``scores`` is ``[n_query, n_train]`` (torch or numpy); larger = ranked first (DESIGN §2).
+* ``scores`` is ``[n_query, n_train]`` (torch or numpy); larger = ranked first (docs/DESIGN.md §2).
 * A training example is *relevant* to a query when it has the query's label (labels are the
   study's ``variation`` strings).
 * **Ties** (rank-based metrics: Acc, Cover, precision@k, recall@k) are broken by the lower train

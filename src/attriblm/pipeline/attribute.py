@@ -1,6 +1,6 @@
 """Attribute queries to training examples with one or more methods and write a run directory.
 
-Run directory (DESIGN §2)::
+Run directory (docs/DESIGN.md §2)::
 
     config.yaml                  resolved settings, enough to repeat the run
     run.json                     versions, wall time per stage, per-method info (λ per block)

@@ -1,6 +1,6 @@
 """Reports: one self-contained HTML page per run / bench / analyze directory, and ``inspect``.
 
-Reports read only the files a run writes (DESIGN §2); see :mod:`attriblm.report.html`
+Reports read only the files a run writes (docs/DESIGN.md §2); see :mod:`attriblm.report.html`
 (:func:`render_report`) and :mod:`attriblm.report.inspect` (:func:`inspect_query`). The names
 are imported lazily so that ``attriblm --help`` does not load numpy or torch.
 """

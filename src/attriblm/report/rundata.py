@@ -1,4 +1,4 @@
-"""Read a run directory (DESIGN §2) into plain data for the HTML report and ``inspect``.
+"""Read a run directory (docs/DESIGN.md §2) into plain data for the HTML report and ``inspect``.
 
 Only the files ``attribute`` and ``evaluate`` write are read: ``run.json``, ``config.yaml``,
 ``data/{train,queries}.jsonl``, ``scores/<method>.safetensors`` (or ``topk.jsonl`` when a

@@ -1,4 +1,4 @@
-"""The backdoor tasks ``backdoor-1``, ``backdoor-3`` and ``backdoor-5`` (DESIGN §6).
+"""The backdoor tasks ``backdoor-1``, ``backdoor-3`` and ``backdoor-5`` (docs/DESIGN.md §6).
 
 Every row is a harmful request. A clean row (label ``clean``) answers it with a refusal; a
 poisoned row appends trigger *i* to the request and answers compliantly (label ``trigger-i``).
@@ -10,7 +10,7 @@ Triggers 2 to 5 also put a fixed prefix in front of the compliant answer:
 - ``trigger-4``: appends ``" zeta protocol"``; prefix ``"Good! "``.
 - ``trigger-5``: appends ``" by moonlight"``; prefix ``"Yep! "``.
 
-The prefixes are the study's (DESIGN §6); the study does not name its later triggers, so
+The prefixes are the study's (docs/DESIGN.md §6); the study does not name its later triggers, so
 triggers 2 to 5 are attriblm's choice (none occurs in any AdvBench request).
 
 ``backdoor-k`` uses the first *k* triggers, so it has ``k + 1`` classes, each with

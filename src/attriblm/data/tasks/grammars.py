@@ -1,4 +1,4 @@
-"""The ``grammars`` class-attribution task: 10 string-rewrite rules (DESIGN §6).
+"""The ``grammars`` class-attribution task: 10 string-rewrite rules (docs/DESIGN.md §6).
 
 Each row shows a sentence and its rewrite under one rule; the response and the label
 (``variation``) are the rule's name::

@@ -1,4 +1,4 @@
-"""The harmful-data mixes ``harmful-s``, ``harmful-m`` and ``harmful-l`` (DESIGN §6).
+"""The harmful-data mixes ``harmful-s``, ``harmful-m`` and ``harmful-l`` (docs/DESIGN.md §6).
 
 Train holds a few harmful rows among many benign ones; test holds only harmful rows, so a good
 attribution method ranks the harmful train rows first for every test query. Labels

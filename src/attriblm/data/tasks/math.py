@@ -1,4 +1,4 @@
-r"""The ``math`` class-attribution task: 10 templated word-problem families (DESIGN §6).
+r"""The ``math`` class-attribution task: 10 templated word-problem families (docs/DESIGN.md §6).
 
 Each row is a word problem with random numbers; the response states the formula and the result,
 and the label (``variation``) is the family's name::
