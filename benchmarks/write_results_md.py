@@ -32,8 +32,8 @@ Machine: {machine}.
 
 ## The study's grid on the default model
 
-The `quick` preset is sized for a 2-core CPU (docs/DESIGN.md §6 sizes are the `paper` preset) and uses
-a CPU fine-tuning recipe ({quick}), **not the study's** ({paper}): absolute numbers are not
+The `quick` preset is sized for a 2-core CPU (docs/DESIGN.md §6 sizes are the `paper` preset)
+and uses a CPU fine-tuning recipe ({quick}), **not the study's** ({paper}): absolute numbers are not
 comparable with the paper's tables, the ordering of methods is what is checked below.
 `response` = loss on response tokens only; `paper` = the study's mask (full sequence, pads
 included). Acc and Cover as in docs/DESIGN.md §4; "–" = undefined (e.g. a task without the classes a

@@ -1,4 +1,4 @@
-"""iHVP error on the real model (docs/DESIGN.md §7.2): each method's ``Ĥ⁻¹v`` against the exact solve.
+"""iHVP error on the real model (docs/DESIGN.md §7.2): each method's ``Ĥ⁻¹v`` vs the exact solve.
 
 Every gradient method that is a :class:`~attriblm.methods.base.PreconditionedGradientMethod`
 exposes its preconditioned query vectors through :meth:`preconditioned` (``{block: [m, d_b]}``

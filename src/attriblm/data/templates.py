@@ -1,8 +1,9 @@
 """Chat templates: how an example becomes the text the model is trained on.
 
-``llama2`` is the study's template (docs/DESIGN.md §5): ``[INST] {prompt} [/INST] {response}``, with the
-prompt part ``[INST] {prompt} [/INST]`` (what RepSim reads). ``auto`` uses the tokenizer's own
-chat template with one user turn (and one assistant turn for the full text).
+``llama2`` is the study's template (docs/DESIGN.md §5):
+``[INST] {prompt} [/INST] {response}``, with the prompt part ``[INST] {prompt} [/INST]``
+(what RepSim reads). ``auto`` uses the tokenizer's own chat template with one user turn (and
+one assistant turn for the full text).
 """
 
 from __future__ import annotations

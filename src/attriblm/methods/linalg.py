@@ -1,6 +1,7 @@
 """Stateless numerical primitives on one gradient block.
 
-Notation (docs/DESIGN.md §2-3): ``G`` is a block's train gradient matrix ``[n, d]`` (row ``i`` = ``g_i``),
+Notation (docs/DESIGN.md §2-3): ``G`` is a block's train gradient matrix ``[n, d]``
+(row ``i`` = ``g_i``),
 ``H = GᵀG / n`` its empirical Fisher, ``λ > 0`` the block's damping. Query vectors are the rows of
 ``V [m, d]``; every function here treats the rows independently ("batched over queries") and
 returns rows in the same order. Callers pass float64 tensors; nothing here changes dtype.

