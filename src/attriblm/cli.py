@@ -46,12 +46,29 @@ app = typer.Typer(
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from attriblm import __version__
+
+        print(f"attriblm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     log_json: Annotated[
         bool,
         typer.Option(
             "--log-json", help="Progress as JSON lines on stderr (for scripts) instead of bars."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print attriblm's version and exit.",
         ),
     ] = False,
 ) -> None:
@@ -349,13 +366,17 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Build a small grammars task, fine-tune, attribute with every method, evaluate."""
-    from attriblm.pipeline.demo import run_demo
+    from attriblm.pipeline.demo import REPORT_FILE, next_steps, run_demo
     from attriblm.progress import stage_progress
 
     with stage_progress(not quiet) as progress:
         report = run_demo(out, model=model, progress=progress, log=console.print)
     write_command_config(out, ctx)
     console.print(metrics_table(report["methods"], title=f"attriblm demo · {out}"))
+    console.print(f"report: {out / REPORT_FILE} (open it in a browser)")
+    console.print("next, on your own data (fields prompts, response, variation):")
+    for line in next_steps(out):
+        console.print(f"  {line}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -415,8 +436,10 @@ app.command("inspect")(_report_commands.inspect)
 def main() -> None:
     """Console-script entry point: user errors → one line on stderr, exit code 2."""
     from attriblm.dist import close
+    from attriblm.progress import one_line_warnings
 
     warnings.simplefilter("default")
+    one_line_warnings()
     try:
         app()
     except AttriblmError as error:
