@@ -42,7 +42,8 @@ ModelOpt = Annotated[
     ),
 ]
 AdapterOpt = Annotated[
-    Path | None, typer.Option(help="PEFT LoRA adapter directory (from `finetune`).")
+    Path | None,
+    typer.Option(help="PEFT LoRA adapter directory, or a `finetune --out` dir (its `adapter/`)."),
 ]
 TrainDataOpt = Annotated[str, typer.Option(help="Training data: DIR:SPLIT, .jsonl or .csv.")]
 QueryDataOpt = Annotated[str, typer.Option(help="Query data, same formats as --train.")]

@@ -117,6 +117,13 @@ def test_adapter_loads_trainable(adapter_dir):
     assert not torch.equal(_logits(loaded), _logits(load_model("tiny")))
 
 
+def test_adapter_accepts_a_finetune_out_dir(tmp_path):
+    """`--adapter ft` finds `ft/adapter/`, the layout `finetune --out ft` writes."""
+    _save_adapter(tmp_path / "ft" / "adapter")
+    loaded = load_model("tiny", adapter=tmp_path / "ft")
+    assert loaded.identity["adapter"] == str((tmp_path / "ft" / "adapter").resolve())
+
+
 def test_adapter_on_wider_model_is_model_error(tmp_path, adapter_dir):
     wide_dir = tmp_path / "wide"
     model, tokenizer = build_tiny_model(seed=0, hidden_size=48)

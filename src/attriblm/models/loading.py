@@ -161,10 +161,17 @@ def _ensure_pad_token(tokenizer, model: torch.nn.Module, spec: str) -> bool:
     return True
 
 
+FINETUNE_ADAPTER_SUBDIR = "adapter"
+
+
 def _adapter_dir(adapter: str | Path) -> Path:
+    """The adapter folder: ``adapter`` itself, or ``adapter/`` inside a ``finetune --out`` dir."""
     path = Path(adapter).expanduser()
     if not path.is_dir():
         raise ModelError(f"adapter directory {path} does not exist")
+    nested = path / FINETUNE_ADAPTER_SUBDIR
+    if not (path / ADAPTER_CONFIG).is_file() and (nested / ADAPTER_CONFIG).is_file():
+        path = nested
     if not (path / ADAPTER_CONFIG).is_file():
         raise ModelError(f"adapter directory {path} has no {ADAPTER_CONFIG}")
     if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):

@@ -19,7 +19,21 @@ from attriblm.models.loading import load_model
 from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.evaluate import evaluate_run
 from attriblm.progress import StageProgress, step_callback
+from attriblm.report.html import render_report
 from attriblm.train.finetune import TrainSettings, finetune
+
+REPORT_FILE = "report.html"
+
+
+def next_steps(out_dir: Path | str) -> list[str]:
+    """The commands a newcomer tries after the demo: the same pipeline on their own data."""
+    out_dir = Path(out_dir)
+    return [
+        f"attriblm inspect {out_dir / 'run'} --query 1 --method exact   # one query, here",
+        "attriblm finetune --model default --train mydata.jsonl --out ft --epochs 3",
+        "attriblm attribute --model default --adapter ft --train mydata.jsonl "
+        "--queries myqueries.jsonl -m all --out run && attriblm evaluate --run run",
+    ]
 
 
 @dataclass
@@ -50,7 +64,8 @@ def run_demo(
     """Run build → finetune → attribute → evaluate under ``out_dir``; returns the metrics report.
 
     Layout: ``out_dir/data`` (the task), ``out_dir/finetune`` (adapters, log), ``out_dir/run``
-    (the attribution run directory), ``out_dir/demo.json`` (settings and wall time per stage).
+    (the attribution run directory), ``out_dir/report.html`` (the run's HTML report),
+    ``out_dir/demo.json`` (settings and wall time per stage).
     """
     settings = settings or DemoSettings()
     out_dir = Path(out_dir)
@@ -96,6 +111,7 @@ def run_demo(
     timings["attribute"] = time.perf_counter() - stage
 
     report = evaluate_run(out_dir / "run")
+    render_report(out_dir / "run", out_dir / REPORT_FILE, k=5)
     timings["total"] = time.perf_counter() - start
     write_json(
         out_dir / "demo.json",
