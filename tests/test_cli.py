@@ -203,3 +203,10 @@ def test_help_on_every_command():
     for command in ("finetune", "attribute", "evaluate", "build", "demo", "methods"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_version_flag():
+    from attriblm import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"attriblm {__version__}"
