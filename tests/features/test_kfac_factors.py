@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
-from attriblm.data.tokenize import encode_examples
+from attriblm.data.tokenize import collate, encode_examples
 from attriblm.features.gradients import per_example_gradients
 from attriblm.features.kfac import (
     KFACCollector,
@@ -11,7 +12,7 @@ from attriblm.features.kfac import (
     token_mask,
 )
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import IGNORE_INDEX
+from attriblm.train.loss import IGNORE_INDEX, model_per_example_loss
 
 
 def test_token_mask_counts_positions_before_the_last_loss_label():
@@ -101,3 +102,67 @@ def test_per_batch_partial_sums_add_up_to_the_same_factors(lora_tiny, mixed_leng
     for name, f in whole.items():
         assert torch.equal(summed[name].A, f.A) and torch.equal(summed[name].S, f.S)
         assert (summed[name].n_tokens, summed[name].n_examples) == (f.n_tokens, f.n_examples)
+
+
+def _token_level(model, encoded, pad):
+    """Per example, alone (no padding): counted-token inputs ``a [T_i, in]``, output gradients
+    ``δ [T_i, out]`` and autograd's ``dL_i/dW`` of every LoRA linear (float64)."""
+    linears = dict(lora_linears(model))
+    names = list(linears)
+    out = {name: {"a": [], "delta": [], "grad": []} for name in names}
+    seen: dict[str, tuple] = {}  # name → (layer input, layer output) of the last forward
+
+    def keep(name):
+        return lambda module, args, output: seen.__setitem__(name, (args[0], output))
+
+    handles = [linears[name].register_forward_hook(keep(name)) for name in names]
+    try:
+        for item in encoded:
+            batch = collate([item], pad)
+            mask = token_mask(batch["labels"])[0]
+            loss = model_per_example_loss(model, batch).sum()
+            grads = torch.autograd.grad(
+                loss, [linears[n].weight for n in names] + [seen[n][1] for n in names]
+            )
+            for k, name in enumerate(names):
+                delta = grads[len(names) + k][0].double()
+                assert not delta[~mask].any()  # uncounted positions carry no gradient
+                out[name]["a"].append(seen[name][0][0][mask].detach().double())
+                out[name]["delta"].append(delta[mask])
+                out[name]["grad"].append(grads[k].double().flatten())
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def test_multi_token_factors_match_a_dense_kronecker_reference(lora_tiny, mixed_length_examples):
+    """Factors from explicit tokens; ``S ⊗ A`` densely vs the per-example gradients' ``H``."""
+    from attriblm.methods import FeatureSet, create_method
+
+    model, _ = lora_tiny
+    encoded, pad = _encoded(lora_tiny, mixed_length_examples)
+    n = len(encoded)
+    factors = collect_kfac_factors(model, encoded, pad_token_id=pad, batch_size=5)
+    grads = per_example_gradients(model, encoded, pad_token_id=pad, batch_size=5)
+    ref = _token_level(model, encoded, pad)
+    info = create_method("kfac").preconditioned(
+        FeatureSet(grads=grads, kfac=factors), FeatureSet(grads=grads)
+    )[1]
+    for name, r in ref.items():
+        assert min(len(a) for a in r["a"]) > 1  # several counted tokens per example
+        a, delta = torch.cat(r["a"]), r["delta"]
+        a_ref = a.T @ a / a.shape[0]
+        s_ref = sum(d.T @ d for d in delta) / n
+        f = factors[name]
+        assert (f.A - a_ref).norm() / a_ref.norm() < 1e-5, name
+        assert (f.S - s_ref).norm() / s_ref.norm() < 1e-5, name
+        g = torch.stack(r["grad"])  # autograd: vec(Σ_t δ_t a_tᵀ)
+        per_token = torch.stack([(d.T @ x).flatten() for d, x in zip(delta, r["a"], strict=True)])
+        assert (per_token - g).norm() / g.norm() < 1e-5, name
+        assert (grads[name].double() - g).norm() / g.norm() < 1e-5, name
+        h = g.T @ g / n
+        kron = torch.kron(s_ref, a_ref)
+        assert (kron - h).norm() / h.norm() > 0.05, name  # no cross-token terms in S ⊗ A
+        ratio = float(torch.trace(kron) / torch.trace(h))
+        assert info["blocks"][name]["trace_ratio"] == pytest.approx(ratio, rel=1e-4), name

@@ -9,7 +9,7 @@ from attriblm.methods.base import FeatureSet
 
 N_TRAIN = 24
 N_QUERY = 5
-# Two blocks wider than n (Woodbury / coefficient-space paths) and two narrower (dense paths).
+# Two blocks wider than n (Woodbury / Gram-basis paths) and two narrower (dense paths).
 WIDTHS = {
     "layers.0.q_proj.lora_A": 40,
     "layers.0.q_proj.lora_B": 9,

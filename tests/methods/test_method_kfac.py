@@ -31,13 +31,23 @@ def _factorial(seed: int, j: int = 7, k: int = 6, m: int = 4):
     return factors, grads, v
 
 
-def _multi_token(seed: int, n: int = 12, tokens: int = 4, m: int = 3):
-    """Several tokens per example, two blocks: the generic (inexact) case."""
+def _multi_token(seed: int, n: int = 12, tokens: int = 4, m: int = 3, shared: float = 0.0):
+    """Several tokens per example, two blocks: the generic (inexact) case.
+
+    ``shared``: weight of a per-example component common to all of its tokens (tokens of one
+    sequence are alike), which makes the cross-token terms K-FAC drops large.
+    """
     gen = torch.Generator().manual_seed(seed)
     train, kfac, queries = {}, {}, {}
     for b, (o, i) in {"l0.lora_A": (2, 6), "l0.lora_B": (6, 2)}.items():
         a = torch.randn(n * tokens, i, generator=gen, dtype=torch.float64)
         d = torch.randn(n * tokens, o, generator=gen, dtype=torch.float64)
+        a += shared * torch.randn(n, i, generator=gen, dtype=torch.float64).repeat_interleave(
+            tokens, dim=0
+        )
+        d += shared * torch.randn(n, o, generator=gen, dtype=torch.float64).repeat_interleave(
+            tokens, dim=0
+        )
         kfac[b], train[b] = factors_from_tokens(a, d, torch.arange(n).repeat_interleave(tokens))
         queries[b] = torch.randn(m, o * i, generator=gen, dtype=torch.float64)
     return FeatureSet(grads=train, kfac=kfac), FeatureSet(grads=queries)
@@ -59,6 +69,38 @@ def test_one_token_per_example_matches_exact_block_solve(name, lam, dense_invers
     )
     assert rel_err(u["b"], dense_inverse(grads, v, lam)) < 1e-10
     assert info["lambda"] == {"b": lam}
+
+
+@pytest.mark.parametrize("lam", [1e-3, 0.3])
+def test_multi_token_kfac_is_the_solve_of_the_dense_kronecker_product(lam, rel_err):
+    """Several tokens per example: K-FAC = ``(S ⊗ A + λI)⁻¹ v`` built densely, which is not H."""
+    train, queries = _multi_token(7, shared=2.0)
+    method = create_method("kfac", damping=Damping("absolute", lam))
+    u, info = method.preconditioned(train, queries)
+    for b, f in train.kfac.items():
+        g = train.grads[b]
+        kron = torch.kron(f.S, f.A)  # row-major vec of [out, in]
+        eye = torch.eye(kron.shape[0], dtype=torch.float64)
+        expected = torch.linalg.solve(kron + lam * eye, queries.grads[b].T).T
+        assert rel_err(u[b], expected) < 1e-10, b
+        h = g.T @ g / g.shape[0]
+        assert float((kron - h).norm() / h.norm()) > 0.1  # the cross-token terms are missing
+        ratio = float(torch.trace(kron) / torch.trace(h))
+        assert info["blocks"][b]["trace_ratio"] == pytest.approx(ratio, rel=1e-10)
+        assert ratio < 0.7  # alike tokens: tr(H) gains the cross terms, S ⊗ A does not
+    ratios = [b["trace_ratio"] for b in info["blocks"].values()]
+    assert info["trace_ratio"] == {"min": min(ratios), "max": max(ratios)}
+
+
+def test_trace_ratio_is_one_where_the_kronecker_model_keeps_the_trace():
+    """One token per example (factorial design): S ⊗ A = H; EK-FAC always keeps tr(H)."""
+    factors, grads, v = _factorial(8)
+    one_token = FeatureSet(grads={"b": grads}, kfac={"b": factors})
+    info = create_method("kfac").preconditioned(one_token, FeatureSet(grads={"b": v}))[1]
+    assert info["blocks"]["b"]["trace_ratio"] == pytest.approx(1.0, rel=1e-10)
+    train, queries = _multi_token(9)
+    info = create_method("ekfac").preconditioned(train, queries)[1]
+    assert all(b["trace_ratio"] == pytest.approx(1.0, rel=1e-10) for b in info["blocks"].values())
 
 
 def test_ekfac_is_the_exact_solve_of_its_eigenbasis_model(rel_err):

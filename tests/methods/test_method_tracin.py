@@ -24,7 +24,8 @@ def test_tracin_is_the_lr_weighted_sum_of_dot_products(make_features):
     )
     assert out.scores.shape == (3, 7) and out.scores.dtype == torch.float32
     assert torch.allclose(out.scores.double(), expected, rtol=1e-5, atol=1e-9)
-    assert out.info["checkpoint_lrs"] == lrs and out.info["n_checkpoints"] == 3
+    assert out.info["checkpoint_etas"] == lrs and out.info["n_checkpoints"] == 3
+    assert "sum of the learning rates" in out.info["eta"]
     assert out.info["lambda"] is None
 
 

@@ -111,9 +111,10 @@ def test_lissa_and_exact_agree_on_the_tiny_model(samples_dir, tiny_adapter):
     )
     exact, _ = create_method("exact").preconditioned(train, queries)
     lissa, info = create_method("lissa").preconditioned(train, queries)
+    assert info["converged"]
     for block, expected in exact.items():
         rel = (lissa[block] - expected).norm() / expected.norm()
-        assert rel < 1e-3, f"{block}: relative error {rel:.2e}"
+        assert rel < 1e-5, f"{block}: relative error {rel:.2e}"
 
 
 def test_bf16_model_ranks_like_fp32(tmp_path, samples_dir, tiny_adapter, tiny_run):

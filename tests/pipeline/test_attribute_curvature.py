@@ -31,9 +31,10 @@ def curvature_run(tmp_path_factory, small_data, tiny_adapter):
 def test_tracin_uses_the_finetune_checkpoints(curvature_run, tiny_adapter):
     run = curvature_run
     log = read_json(tiny_adapter.parent / "train_log.json")
-    lrs = [e["lr"] for e in log["epochs"]]
-    assert [c["lr"] for c in run.info["checkpoints"]] == lrs
-    assert run.info["methods"]["tracin"]["checkpoint_lrs"] == lrs
+    lrs = [e["lr_sum"] for e in log["epochs"]]  # η_c: the summed rates of the epoch's steps
+    assert lrs == pytest.approx([sum(s["lr"] for s in log["steps"])], rel=1e-12)
+    assert [c["eta"] for c in run.info["checkpoints"]] == lrs
+    assert run.info["methods"]["tracin"]["checkpoint_etas"] == lrs
     # one epoch: the only checkpoint is the final adapter, so tracin = η · gradsim
     assert len(lrs) == 1
     expected = lrs[0] * run.scores["gradsim"]

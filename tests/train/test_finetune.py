@@ -12,6 +12,7 @@ from attriblm.data.schema import Example
 from attriblm.errors import ConfigError, ModelError
 from attriblm.models.loading import load_model
 from attriblm.models.lora import LoraSettings, lora_linears
+from attriblm.train.checkpoints import FROM_LOG, load_checkpoints
 from attriblm.train.finetune import FinetuneResult, TrainSettings, finetune, read_train_config
 
 WORDS = ["cat", "dog", "sun", "moon", "tree", "car", "red", "blue"]
@@ -100,10 +101,29 @@ def test_train_log(run):
     epochs = log["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert [e["lr"] for e in epochs] == pytest.approx([expected[3], expected[7]])
-    assert result.epoch_lrs == pytest.approx([expected[3], expected[7]])
+    assert [(e["first_step"], e["last_step"]) for e in epochs] == [(1, 4), (5, 8)]
     assert epochs[0]["mean_loss"] == pytest.approx(sum(result.losses[:4]) / 4)
     assert all(e["wall_s"] >= 0 for e in epochs)
     assert epochs[1]["checkpoint"] == "checkpoints/epoch-002"
+
+
+def test_tracin_weights_are_the_summed_learning_rates_of_each_epoch(run):
+    """Linear decay 1e-2 → 0 over 8 steps, 4 per epoch: η_1 = 1e-2·(8+7+6+5)/8, η_2 = 1e-2·10/8."""
+    result, _, _ = run
+    etas = [1e-2 * 26 / 8, 1e-2 * 10 / 8]
+    log = json.loads((result.out_dir / "train_log.json").read_text())
+    assert [e["lr_sum"] for e in log["epochs"]] == pytest.approx(etas, rel=1e-12)
+    assert result.checkpoint_etas == pytest.approx(etas, rel=1e-12)
+    for ckpt, eta, steps in zip(result.checkpoints, etas, [(1, 4), (5, 8)], strict=True):
+        meta = json.loads((ckpt / "checkpoint.json").read_text())
+        assert meta["lr_sum"] == pytest.approx(eta, rel=1e-12)
+        assert (meta["first_step"], meta["last_step"]) == steps
+        assert meta["lr_last"] == pytest.approx(1e-2 * (9 - steps[1]) / 8)
+    # the last step's rate (the old weight) would give the final epoch a tenth of its share
+    assert meta["lr_last"] / etas[1] == pytest.approx(0.1)
+    loaded = load_checkpoints(result.out_dir)
+    assert [c.eta for c in loaded] == result.checkpoint_etas
+    assert [c.eta_source for c in loaded] == [FROM_LOG, FROM_LOG]
 
 
 def test_config_round_trips(run):

@@ -36,7 +36,8 @@ class FeatureSet:
         reprs: ``[n, h]`` representation vectors (for RepSim).
         checkpoint_grads: one ``grads``-shaped dict per saved checkpoint (for TracIn), in
             checkpoint order.
-        checkpoint_lrs: the learning rate in force at each checkpoint (same order).
+        checkpoint_lrs: TracIn's weight ``η_c`` per checkpoint (same order): the sum of the
+            learning rates of the optimiser steps since the previous checkpoint.
         kfac: block name → :class:`~attriblm.features.kfac.KFACFactors` (train side only, for
             K-FAC / EK-FAC).
     """

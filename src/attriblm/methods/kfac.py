@@ -1,4 +1,7 @@
-"""K-FAC and EK-FAC: Kronecker-factored block curvature per LoRA linear (George et al. 2018).
+"""K-FAC and EK-FAC: Kronecker-factored block curvature per LoRA linear.
+
+K-FAC is Martens & Grosse (2015); EK-FAC, its eigenvalue correction, George et al. (2018); both
+applied to influence functions on LLMs by Grosse et al. (2023).
 
 For a block with weight ``[out, in]`` (gradient rows are row-major flattens of ``[out, in]``), the
 train-side factors ``A [in, in]``, ``S [out, out]`` (:mod:`attriblm.features.kfac`) approximate the
@@ -9,7 +12,13 @@ empirical Fisher ``H_b ≈ S ⊗ A``. With ``A = Q_A diag(e_A) Q_Aᵀ`` and ``S 
 
 * ``kfac``: ``Λ_{oi} = e_S[o] · e_A[i]`` (the Kronecker eigenvalues).
 * ``ekfac``: ``Λ_{oi} = mean_i (Q_Sᵀ G_i Q_A)²_{oi}`` fitted from the train per-example gradients
-  ``G_i`` (eigenvalue correction; Grosse et al. 2023).
+  ``G_i`` (eigenvalue correction).
+
+Trace: ``S ⊗ A`` drops the cross-token terms ``δ_t δ_sᵀ ⊗ a_t a_sᵀ`` (``t ≠ s``) of
+``H = (1/n) Σ_i vec(G_i) vec(G_i)ᵀ``, so ``tr(S ⊗ A) = tr(S) tr(A)`` differs from ``tr(H)`` on
+multi-token examples, while EK-FAC's ``Σ Λ = tr(H)`` exactly. Relative damping
+(``λ_b = 0.1 · tr(H_b)/d_b``) is therefore ``0.1 / ratio`` of K-FAC's own mean eigenvalue, with
+``ratio = tr(S ⊗ A)/tr(H)`` recorded per block as ``trace_ratio``.
 
 Scores ``s(q, i) = Σ_b ⟨iHVP(V_{q,b}), G_{i,b}⟩`` ``[m, n]``, larger = more supportive. The
 fitted eigenbases and ``Λ`` depend on the training set only: :meth:`KFAC.save_factors` writes
@@ -114,7 +123,9 @@ class KFAC(PreconditionedGradientMethod):
     Options: ``damping`` (relative: the study's ``λ_b = value · mean g²``, the default;
     absolute; or ``eigen_mean``: ``value · mean(Λ_b)``), ``factors`` (path of a factor file
     written by :meth:`save_factors` to reuse instead of fitting). ``info["lambda"]`` holds λ per
-    block; ``info["blocks"][b]`` the shape and eigenvalue range.
+    block; ``info["blocks"][b]`` the shape, eigenvalue range and ``trace_ratio``
+    ``= Σ Λ_b / tr(H_b)`` (``tr(S ⊗ A)/tr(H)`` for K-FAC, 1 for EK-FAC; ``None`` for a block
+    with all-zero gradients); ``info["trace_ratio"]`` its ``min`` / ``max`` over blocks.
     """
 
     name = "kfac"
@@ -196,13 +207,21 @@ class KFAC(PreconditionedGradientMethod):
 
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
         ef = self.fitted[block]
+        trace_h = float(train.square().sum()) / train.shape[0]  # tr(GᵀG/n) = mean_i ‖g_i‖²
         self.record(
             block,
             shape=list(ef.shape),
             eigenvalue_max=float(ef.eigenvalues.max()),
             eigenvalue_mean=float(ef.eigenvalues.mean()),
+            trace_ratio=float(ef.eigenvalues.sum()) / trace_h if trace_h > 0 else None,
         )
         return kfac_ihvp(ef, queries, damping)
+
+    def summarize(self, blocks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ratios = [b["trace_ratio"] for b in blocks.values() if b.get("trace_ratio") is not None]
+        if not ratios:
+            return {"trace_ratio": None}
+        return {"trace_ratio": {"min": min(ratios), "max": max(ratios)}}
 
 
 @register

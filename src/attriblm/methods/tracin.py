@@ -1,4 +1,8 @@
-"""TracIn (Pruthi et al. 2020) over saved checkpoints: ``s = Σ_c η_c · v^{(c)} · g^{(c)}``."""
+"""TracIn (Pruthi et al. 2020) over saved checkpoints: ``s = Σ_c η_c · v^{(c)} · g^{(c)}``.
+
+``η_c`` is the sum of the learning rates of the optimiser steps since the previous checkpoint
+(why, and where it is read from: :mod:`attriblm.train.checkpoints`).
+"""
 
 from __future__ import annotations
 
@@ -21,16 +25,17 @@ from attriblm.methods.registry import register
 class TracIn(AttributionMethod):
     """``s(q, i) = Σ_c η_c Σ_b v^{(c)}_{q,b} · g^{(c)}_{i,b}``: scores ``[m, n]`` float32.
 
-    ``c`` runs over the checkpoints the fine-tune saved (one per epoch), ``η_c`` is the learning
-    rate in force at checkpoint ``c`` (the lr of that epoch's last step), and ``v^{(c)}``,
-    ``g^{(c)}`` are the query / train loss gradients at that checkpoint's weights (features
-    ``checkpoint_grads`` and ``checkpoint_lrs``). Larger = more supportive. No curvature, no
-    damping (``damping`` is accepted for a uniform interface and not used).
+    ``c`` runs over the checkpoints the fine-tune saved (one per epoch), ``η_c`` is the sum of
+    the learning rates of the optimiser steps between checkpoint ``c − 1`` and ``c`` (the steps
+    of epoch ``c``), and ``v^{(c)}``, ``g^{(c)}`` are the query / train loss gradients at that
+    checkpoint's weights (features ``checkpoint_grads`` and ``checkpoint_lrs``). Larger = more
+    supportive. No curvature, no damping (``damping`` is accepted for a uniform interface and
+    not used). ``info["checkpoint_etas"]`` lists the ``η_c`` used.
     """
 
     name = "tracin"
     needs = "checkpoints"
-    summary = "TracIn: Σ_c η_c v·g over the per-epoch checkpoints (learning-rate weighted)"
+    summary = "TracIn: Σ_c η_c v·g over the per-epoch checkpoints (η_c = summed step lr)"
 
     def __init__(self, damping: Damping | None = None) -> None:
         del damping
@@ -63,5 +68,8 @@ class TracIn(AttributionMethod):
         info["damping"] = "none: tracin does not damp (Ĥ = I)"
         info["lambda"] = None
         info["n_checkpoints"] = len(lrs)
-        info["checkpoint_lrs"] = lrs
+        info["checkpoint_etas"] = lrs
+        info["eta"] = (
+            "sum of the learning rates of the optimiser steps since the previous checkpoint"
+        )
         return MethodOutput(scores=torch.as_tensor(scores).float(), info=info)

@@ -345,7 +345,7 @@ def compute_features(
                     dist,
                 )
             ckpt_grads.append(gather_rows(store, kind, len(encoded), dist))
-        ckpt_lrs = [c.lr for c in checkpoints]
+        ckpt_lrs = [c.eta for c in checkpoints]
         timings[f"checkpoint_gradients:{source}"] = time.perf_counter() - start
     if need_reprs:
         # one token over the limit shows which prompts get left-truncated (never silently)
@@ -558,11 +558,7 @@ def attribute(
             ),
             "streamed": streamed,
             "methods": method_info,
-            "checkpoints": (
-                [{"path": str(c.path), "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
-                if checkpoints
-                else None
-            ),
+            "checkpoints": ([c.to_json() for c in checkpoints] if checkpoints else None),
             "timings_seconds": timings,
             "store": {**store.summary(), "rows": counts, "kept": keep},
             "distributed": {"world_size": dist.world_size, "backend_device": str(dist.device)},

@@ -9,6 +9,7 @@ examples) — the same function per-example gradient features differentiate.
 Output directory layout::
 
     checkpoints/epoch-001/ ...   PEFT adapter after each epoch (adapter_model.safetensors + config)
+                                 and checkpoint.json (its epoch, steps and TracIn weight η)
     adapter/                     the final adapter (same weights as the last checkpoint)
     train_log.json               per-step and per-epoch records (see :func:`finetune`)
     config.yaml                  resolved TrainSettings, model identity, data source
@@ -51,6 +52,7 @@ CHECKPOINT_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 TRAIN_LOG = "train_log.json"
 CONFIG_FILE = "config.yaml"
+CHECKPOINT_META = "checkpoint.json"
 
 
 @dataclass
@@ -107,12 +109,16 @@ class TrainSettings:
 
 @dataclass
 class FinetuneResult:
-    """Where a run's outputs are; ``epoch_lrs[e]`` weights checkpoint ``e`` in TracIn."""
+    """Where a run's outputs are; ``checkpoint_etas[c]`` weights checkpoint ``c`` in TracIn.
+
+    ``checkpoint_etas[c]`` is ``η_c``, the sum of the learning rates of the optimiser steps since
+    the previous checkpoint (for per-epoch checkpoints: the steps of epoch ``c``).
+    """
 
     out_dir: Path
     adapter_dir: Path
     checkpoints: list[Path]
-    epoch_lrs: list[float]
+    checkpoint_etas: list[float]
     losses: list[float]
 
 
@@ -144,9 +150,12 @@ def finetune(
 
     ``train_log.json``: ``steps`` (``epoch``, ``step``, ``loss`` = batch mean of the per-example
     losses, ``lr`` used by that step), ``epochs`` (``epoch``, ``mean_loss`` over its steps,
-    ``lr`` = the learning rate of the epoch's last step, i.e. the one in force when the
-    checkpoint was taken, ``lr_next`` = the scheduler's value after it, ``wall_s``,
-    ``checkpoint``), plus ``n_examples``, ``n_truncated``, ``steps_per_epoch``, ``total_steps``.
+    ``lr`` = the learning rate of the epoch's last step, ``lr_next`` = the scheduler's value
+    after it, ``lr_sum`` = the sum of the learning rates of the epoch's steps, i.e. the TracIn
+    weight ``η`` of its checkpoint, ``first_step`` / ``last_step``, ``wall_s``, ``checkpoint``),
+    plus ``n_examples``, ``n_truncated``, ``steps_per_epoch``, ``total_steps``. Each checkpoint
+    directory also holds ``checkpoint.json`` with its ``epoch``, ``first_step``, ``last_step``,
+    ``lr_sum`` and ``lr_last``, written with the adapter.
     """
     settings.validate()
     if has_lora(loaded.model):
@@ -184,15 +193,25 @@ def finetune(
                 started = time.perf_counter()
                 lr = _train_epoch(model, batches, optimizer, scheduler, epoch, log, progress, dist)
                 checkpoint = out / CHECKPOINT_DIR / f"epoch-{epoch:03d}"
+                steps = [entry for entry in log["steps"] if entry["epoch"] == epoch]
+                meta = {
+                    "epoch": epoch,
+                    "first_step": steps[0]["step"],
+                    "last_step": steps[-1]["step"],
+                    "lr_sum": math.fsum(entry["lr"] for entry in steps),
+                    "lr_last": lr,
+                }
                 if dist.is_main:
-                    _save_adapter(model, checkpoint)
-                epoch_losses = [entry["loss"] for entry in log["steps"] if entry["epoch"] == epoch]
+                    _save_adapter(model, checkpoint, meta)
                 log["epochs"].append(
                     {
                         "epoch": epoch,
-                        "mean_loss": sum(epoch_losses) / len(epoch_losses),
+                        "mean_loss": sum(entry["loss"] for entry in steps) / len(steps),
                         "lr": lr,
                         "lr_next": scheduler.get_last_lr()[0],
+                        "lr_sum": meta["lr_sum"],
+                        "first_step": meta["first_step"],
+                        "last_step": meta["last_step"],
                         "wall_s": time.perf_counter() - started,
                         "checkpoint": str(checkpoint.relative_to(out)),
                     }
@@ -212,7 +231,7 @@ def finetune(
         out_dir=out,
         adapter_dir=adapter_dir,
         checkpoints=[out / entry["checkpoint"] for entry in log["epochs"]],
-        epoch_lrs=[entry["lr"] for entry in log["epochs"]],
+        checkpoint_etas=[entry["lr_sum"] for entry in log["epochs"]],
         losses=[entry["loss"] for entry in log["steps"]],
     )
 
@@ -354,10 +373,13 @@ def _distributed_backward(model, batch, device, dist: Dist) -> torch.Tensor:
     return loss
 
 
-def _save_adapter(model, final: Path) -> Path:
-    """``save_pretrained`` the adapter into a temporary sibling, then move it onto ``final``."""
+def _save_adapter(model, final: Path, meta: dict | None = None) -> Path:
+    """``save_pretrained`` the adapter (and ``meta`` as ``checkpoint.json``) into a temporary
+    sibling, then move it onto ``final``."""
     with staged_directory(final) as staging:
         model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
+        if meta is not None:
+            write_json(staging / CHECKPOINT_META, meta)
     return final
 
 
