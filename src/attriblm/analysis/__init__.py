@@ -1,4 +1,4 @@
-"""Diagnoses (docs/DESIGN.md §7): each module runs one and writes ``OUT/<name>.json`` + ``OUT/<name>.png``.
+"""Diagnoses (docs/DESIGN.md §7): each module runs one, writing ``OUT/<name>.json`` + ``.png``.
 
 * :mod:`attriblm.analysis.theorem1` — ``(H + λI)⁻¹ ≈ I/λ`` for low-rank ``H`` (simulation).
 * :mod:`attriblm.analysis.ihvp_error` — each method's ``Ĥ⁻¹v`` against the exact solve.

@@ -1,4 +1,4 @@
-"""Counterfactual ground truth (docs/DESIGN.md §7.6, beyond the study): linear datamodeling score (LDS).
+"""Counterfactual ground truth (docs/DESIGN.md §7.6, beyond the study): linear datamodeling score.
 
 On a small run:
 

@@ -98,14 +98,15 @@ def _ihvp_error(data: dict) -> tuple[list[str], str]:
         f"{data['n_train']} train, {data['n_query']} queries, {len(data['blocks'])} LoRA blocks; "
         f"reference `exact` (largest relative residual {data['reference_max_residual']:.1e}).",
         "",
-        "| method | relative error | cosine | Spearman of scores with exact (mean / min) |",
-        "|---|---|---|---|",
+        "| method | relative error | after best positive rescaling | cosine | "
+        "Spearman of scores with exact (mean / min) |",
+        "|---|---|---|---|---|",
     ]
     for name, m in methods.items():
         sp = m["spearman"]
         lines.append(
-            f"| {name} | {m['rel_error']:.3f} | {m['cosine']:.3f} | "
-            f"{sp['mean']:.3f} / {sp['min']:.3f} |"
+            f"| {name} | {m['rel_error']:.3f} | {_f(m.get('rel_error_scaled'))} | "
+            f"{m['cosine']:.3f} | {sp['mean']:.3f} / {sp['min']:.3f} |"
         )
     closest = min(methods, key=lambda n: methods[n]["rel_error"])
     used = [n for n in ("lissa-paper", "datainf") if n in methods]
