@@ -47,10 +47,13 @@ done
 HARMFUL_TRAIN="$OUT/data/harmful-s:train"
 HARMFUL_TEST="$OUT/data/harmful-s:test"
 
-step theorem1 "$ATTRIBLM" analyze theorem1 --out "$OUT/theorem1"
-
 step finetune-harmful-s "$ATTRIBLM" finetune --model "$MODEL" --train "$HARMFUL_TRAIN" \
   --out "$OUT/finetune-harmful-s" "${RECIPE[@]}" --batch-size 8 --quiet
+
+# the simulation, plus the same error on the fine-tuned model's query gradients
+step theorem1 "$ATTRIBLM" analyze theorem1 --model "$MODEL" \
+  --adapter "$OUT/finetune-harmful-s/adapter" --train "$HARMFUL_TRAIN" --queries "$HARMFUL_TEST" \
+  --loss-mask response --out "$OUT/theorem1" --quiet
 
 step ihvp-error "$ATTRIBLM" analyze ihvp-error --model "$MODEL" \
   --adapter "$OUT/finetune-harmful-s/adapter" --train "$HARMFUL_TRAIN" --queries "$HARMFUL_TEST" \

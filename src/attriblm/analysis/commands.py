@@ -91,27 +91,121 @@ def theorem1(
     simulate_max_n: Annotated[
         int, typer.Option(help="Simulate every row with explicit matrices up to this n.")
     ] = 512,
+    n_vectors: Annotated[
+        int, typer.Option(help="Simulated vectors of each kind (random, in range(H)) per n.")
+    ] = 32,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure on a fine-tuned model's query gradients (with --train and "
+            "--queries): 'default', 'tiny' or a local HF dir. Default: 'default'."
+        ),
+    ] = None,
+    adapter: AdapterOpt = None,
+    train: Annotated[
+        str | None, typer.Option(help="Training data for the real-gradient check.")
+    ] = None,
+    queries: Annotated[
+        str | None, typer.Option(help="Query data for the real-gradient check.")
+    ] = None,
+    template: TemplateOpt = "llama2",
+    loss_mask: LossMaskOpt = "response",
+    max_length: MaxLenOpt = 128,
+    batch_size: BatchOpt = 16,
+    grad_damping: Annotated[
+        float, typer.Option(help="Real-gradient check: λ factor or value (as attribute's).")
+    ] = 0.1,
+    grad_damping_mode: Annotated[
+        str, typer.Option(help="Real-gradient check: relative | absolute (as attribute's).")
+    ] = "relative",
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Theorem 1: ‖(H+λI)⁻¹ − I/λ‖_F relative error vs r/n and λ for random rank-r H."""
-    from attriblm.analysis.theorem1 import run_theorem1
+    """Theorem 1: ‖(H+λI)⁻¹ − I/λ‖ relative error, as matrices and on vectors, vs r/n and λ.
 
-    report = run_theorem1(
-        out,
-        dims=_numbers(dims, "--dims", int) or [],
-        damping=damping,
-        ranks=_numbers(ranks, "--ranks"),
-        dampings=_numbers(dampings, "--dampings"),
-        seed=seed,
-        sweep_ratio=sweep_ratio,
-        heatmap_ratio=heatmap_ratio,
-        simulate_max_n=simulate_max_n,
-    )
+    With --train and --queries (and --model/--adapter) the vector error is also measured on the
+    fine-tuned model's query gradients.
+    """
+    from attriblm.analysis.theorem1 import run_theorem1
+    from attriblm.methods.damping import Damping
+    from attriblm.progress import stage_progress
+
+    real = train is not None or queries is not None
+    if real and (train is None or queries is None):
+        missing = "--queries" if queries is None else "--train"
+        raise ConfigError(f"theorem1: the real-gradient check needs {missing} too")
+    if not real and (model is not None or adapter is not None):
+        raise ConfigError("theorem1: --model/--adapter need --train and --queries")
+    loaded = train_examples = query_examples = settings = None
+    if real:
+        from attriblm.models.loading import load_model
+        from attriblm.pipeline.attribute import AttributeSettings
+
+        Damping(grad_damping_mode, grad_damping)  # checks, before loading
+        if grad_damping_mode == "eigen_mean":
+            raise ConfigError("--grad-damping-mode: use relative or absolute (exact's λ rule)")
+        settings = AttributeSettings(
+            methods=["exact"],
+            template=template,
+            loss_mask=loss_mask,
+            max_length=max_length,
+            batch_size=batch_size,
+            damping_mode=grad_damping_mode,
+            damping=grad_damping,
+        )
+        train_examples, query_examples = _load(
+            train, queries, prompt_field, response_field, label_field
+        )
+        loaded = load_model(model or "default", adapter=adapter, device=device, dtype=dtype)
+
+    with stage_progress(real and not quiet) as progress:
+        report = run_theorem1(
+            out,
+            dims=_numbers(dims, "--dims", int) or [],
+            damping=damping,
+            ranks=_numbers(ranks, "--ranks"),
+            dampings=_numbers(dampings, "--dampings"),
+            seed=seed,
+            sweep_ratio=sweep_ratio,
+            heatmap_ratio=heatmap_ratio,
+            simulate_max_n=simulate_max_n,
+            n_vectors=n_vectors,
+            loaded=loaded,
+            train=train_examples,
+            queries=query_examples,
+            settings=settings,
+            sources={"train": train, "queries": queries} if real else None,
+            progress=progress,
+        )
     write_command_config(out, ctx)
     console.print(
         f"wrote {out}/theorem1.json and .png · all within bound: {report['all_within_bound']} · "
         f"closed form vs simulated: max |Δ| {report['max_abs_diff_closed_vs_simulated']:.2e}"
     )
+    main = [
+        row
+        for row in report["lambda_sweep"]
+        if row["n"] == max(report["settings"]["dims"]) and row["lambda"] == damping
+    ]
+    if main:
+        row = main[0]
+        console.print(
+            f"n={row['n']}, r/n={row['ratio']:.3g}, λ={damping:g}: matrix error "
+            f"{row['error']:.3g} · random v {row['vector_error_random']:.3g} · v in range(H) "
+            f"{row['vector_error_range']:.3g}"
+        )
+    if report["gradients"] is not None:
+        q = report["gradients"]["queries_summary"]
+        console.print(
+            f"query gradients: error {_fmt(q['error_mean'])} (mean) · in range(H) "
+            f"{_fmt(q['error_in_range_mean'])} · share in range(H) {_fmt(q['range_share_mean'])}"
+            f" · block matrix error {_fmt(q['matrix_error_mean_over_blocks'])} (mean)"
+        )
 
 
 @analyze_app.command("ihvp-error")
