@@ -585,6 +585,13 @@ def counterfactual(
     out: OutOpt = ...,
     n_subsets: Annotated[int, typer.Option(help="Random subsets to retrain on (>= 2).")] = 20,
     fraction: Annotated[float, typer.Option(help="Share of training rows per subset.")] = 0.5,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="Retrainings per subset (>= 2), training seeds --seed, --seed + 1, …: the "
+            "actual change is their mean; two seeds' agreement is the noise ceiling."
+        ),
+    ] = 2,
     subset_seed: Annotated[int, typer.Option(help="Seed of the subsets.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     epochs: EpochsOpt = 10,
@@ -607,11 +614,13 @@ def counterfactual(
 ) -> None:
     """Linear datamodeling score: do a method's summed scores predict retrained query losses?
 
-    Default methods: gradsim, datainf, lissa-paper, repsim.
+    Default methods: gradsim, datainf, lissa-paper, repsim; the table adds the same-label and
+    random baselines and the seed-noise ceiling.
     """
     from attriblm.analysis._retrain import resolve_methods
     from attriblm.analysis.counterfactual import (
         DEFAULT_METHODS,
+        check_seeds,
         random_subsets,
         run_counterfactual,
     )
@@ -624,6 +633,7 @@ def counterfactual(
     settings.validate()
     if n_boot < 0:
         raise ConfigError(f"--n-boot must be >= 0, got {n_boot}")
+    check_seeds(seeds)
     attribution = AttributeSettings(
         methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
     )
@@ -641,6 +651,7 @@ def counterfactual(
             methods=names,
             n_subsets=n_subsets,
             fraction=fraction,
+            seeds=seeds,
             train_settings=settings,
             settings=attribution,
             n_boot=n_boot,
@@ -649,7 +660,12 @@ def counterfactual(
             progress=progress,
         )
     write_command_config(out, ctx)
-    rows = {**report["methods"], "random": report["baseline_random"]}
+    rows = {
+        **report["methods"],
+        "same-label": report["baseline_label"],
+        "random": report["baseline_random"],
+        "seed ceiling": report["seed_noise_ceiling"],
+    }
     for name, row in rows.items():
         low, high = row["ci95"]
         console.print(f"{name:12s} LDS {_fmt(row['lds'])} [{_fmt(low)}, {_fmt(high)}]")

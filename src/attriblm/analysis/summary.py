@@ -339,38 +339,87 @@ def _subset_retrain(data: dict) -> tuple[list[str], str]:
 
 def _counterfactual(data: dict) -> tuple[list[str], str]:
     s = data["settings"]
-    methods = {**data["methods"], "random scores": data["baseline_random"]}
+    seeds = s.get("seeds", 1)
+    label = data.get("baseline_label")
+    ceiling = data.get("seed_noise_ceiling")
+    rows = {**data["methods"]}
+    if label is not None:
+        rows["same label (baseline)"] = label
+    rows["random scores (baseline)"] = data["baseline_random"]
+    if ceiling is not None:
+        rows["two seeds' agreement (noise ceiling)"] = ceiling
     lines = [
         f"{s['n_subsets']} random subsets of {s['subset_size']} of {data['n_train']} training "
-        f"rows, one fresh fine-tune each; {data['n_query']} queries. LDS = mean over queries of "
-        "the Spearman correlation, across subsets, between the predicted and the actual change of "
-        "the query's loss (95 % bootstrap interval over queries).",
+        f"rows, {seeds} fresh fine-tune{'s' if seeds != 1 else ''} each (training seeds "
+        f"{', '.join(str(x) for x in s.get('train_seeds', [s['train']['seed']]))}; the actual "
+        f"change is their mean); {data['n_query']} queries. LDS = mean over queries of the "
+        "Spearman correlation, across subsets, between the predicted and the actual change of "
+        "the query's loss (95 % bootstrap interval over queries)."
+        + (
+            " The same-label baseline scores a training row 1 when it has the query's label, "
+            "else 0; the noise ceiling is the same statistic between two seeds' actual changes."
+            if label is not None and ceiling is not None
+            else ""
+        ),
         "",
         "| method | LDS | 95 % interval |",
         "|---|---|---|",
     ]
-    for name, m in methods.items():
+    for name, m in rows.items():
         lo, hi = m["ci95"]
-        lines.append(f"| {name} | {m['lds']:.3f} | [{lo:.3f}, {hi:.3f}] |")
-    lds = {n: m["lds"] for n, m in data["methods"].items()}
+        lines.append(f"| {name} | {_f(m['lds'])} | [{_f(lo)}, {_f(hi)}] |")
+    lds = {n: m["lds"] for n, m in data["methods"].items() if m["lds"] is not None}
     random_high = data["baseline_random"]["ci95"][1]
-    beating = [n for n, m in data["methods"].items() if m["ci95"][0] > random_high]
+    beating = [n for n, m in data["methods"].items() if _above(m, random_high)]
     ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(lds.items(), key=lambda kv: -kv[1]))
     reading = (
-        f"Ranked by LDS: {ranked}; "
-        f"random scores reach {data['baseline_random']['lds']:.2f}. "
+        f"Ranked by LDS: {ranked}; random scores reach {_f(data['baseline_random']['lds'], 2)}. "
         + (
-            f"{len(beating)} of {len(lds)} methods have their whole 95 % interval above random's: "
-            "they predict which subsets raise or lower a query's loss — the quantity their "
-            "first-order formula is built for."
+            f"{len(beating)} of {len(data['methods'])} methods have their whole 95 % interval "
+            "above random's"
             if beating
             else "No method's interval clears random's: the scores do not predict the "
-            "retrained losses here."
+            "retrained losses here"
         )
-        + " The study's failures concern behaviour (which rows caused an output), which this "
+    )
+    if label is not None and label["lds"] is not None:
+        above_label = [n for n, m in data["methods"].items() if _above(m, label["ci95"][1])]
+        reading += f"; the same-label baseline reaches {label['lds']:.2f}, and " + (
+            f"{len(above_label)} ({', '.join(above_label)}) "
+            f"{'clears' if len(above_label) == 1 else 'clear'} its interval: "
+            "predicting more than which label a subset is rich in."
+            if above_label
+            else "no method clears its interval: this run does not show the attribution "
+            "scores predicting more than the query's label does."
+        )
+    else:
+        reading += "."
+    if ceiling is not None and ceiling["lds"] is not None:
+        best = max(lds.values()) if lds else None
+        low = ceiling["ci95"][0] if ceiling["ci95"][0] is not None else ceiling["lds"]
+        reaches = best is not None and best >= low
+        reading += (
+            f" Two retrainings of the same subsets with different seeds agree at "
+            f"{ceiling['lds']:.2f}: "
+            + (
+                "the best method reaches that noise ceiling (its interval or above), so "
+                "retraining noise, not the method, limits what this test can show."
+                if reaches
+                else "the methods stay below what a second retraining predicts, so there is "
+                "room for better attribution."
+            )
+        )
+    reading += (
+        " The study's failures concern behaviour (which rows caused an output), which this "
         "test does not measure."
     )
     return lines, reading
+
+
+def _above(row: dict, threshold: float | None) -> bool:
+    """Whether ``row``'s whole 95 % interval lies above ``threshold``."""
+    low = row["ci95"][0]
+    return low is not None and threshold is not None and low > threshold
 
 
 FORMATTERS: dict[str, Callable[[dict], tuple[list[str], str]]] = {
