@@ -268,7 +268,8 @@ def ihvp_error(
     write_command_config(out, ctx)
     for name, row in report["methods"].items():
         console.print(
-            f"{name:12s} rel. error {_fmt(row['rel_error'])} · cosine {_fmt(row['cosine'])} · "
+            f"{name:12s} rel. error {_fmt(row['rel_error'])} · after positive rescaling "
+            f"{_fmt(row['rel_error_scaled'])} · cosine {_fmt(row['cosine'])} · "
             f"Spearman {_fmt(row['spearman']['mean'])}"
         )
     console.print(f"wrote {out}/ihvp_error.json and .png")
