@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every `attriblm analyze` diagnosis on one model, sized for about an hour on 2 CPU cores with the
-# default model (SmolLM2-135M-Instruct). Writes OUT/<diagnosis>/ (JSON, PNG, config.yaml), the
+# default model (SmolLM2-135M-Instruct) when the counterfactual ran one seed per subset; its
+# default of two seeds (SEEDS) doubles that step's retrainings (not re-timed). Writes OUT/<diagnosis>/ (JSON, PNG, config.yaml), the
 # task data and fine-tune it uses, and OUT/timings.json (wall seconds per step).
 #
 #   benchmarks/run_diagnoses.sh OUT            # default model
@@ -16,7 +17,8 @@ set -euo pipefail
 OUT=${1:?usage: benchmarks/run_diagnoses.sh OUT}
 MODEL=${MODEL:-default}
 ATTRIBLM=${ATTRIBLM:-attriblm}
-N_SUBSETS=${N_SUBSETS:-20}            # counterfactual retrainings
+N_SUBSETS=${N_SUBSETS:-20}            # counterfactual subsets
+SEEDS=${SEEDS:-2}                     # counterfactual retrainings per subset (>= 2)
 EPOCH_VALUES=${EPOCH_VALUES:-0,1,3,6,10}  # delta-theta-epochs sweep
 SUBSET_EPOCHS=${SUBSET_EPOCHS:-10}     # subset-retrain fine-tunes
 RECIPE=(--epochs 3 --lr 1e-3 --max-length 128 --seed 42 --loss-mask response)
@@ -47,10 +49,13 @@ done
 HARMFUL_TRAIN="$OUT/data/harmful-s:train"
 HARMFUL_TEST="$OUT/data/harmful-s:test"
 
-step theorem1 "$ATTRIBLM" analyze theorem1 --out "$OUT/theorem1"
-
 step finetune-harmful-s "$ATTRIBLM" finetune --model "$MODEL" --train "$HARMFUL_TRAIN" \
   --out "$OUT/finetune-harmful-s" "${RECIPE[@]}" --batch-size 8 --quiet
+
+# the simulation, plus the same error on the fine-tuned model's query gradients
+step theorem1 "$ATTRIBLM" analyze theorem1 --model "$MODEL" \
+  --adapter "$OUT/finetune-harmful-s/adapter" --train "$HARMFUL_TRAIN" --queries "$HARMFUL_TEST" \
+  --loss-mask response --out "$OUT/theorem1" --quiet
 
 step ihvp-error "$ATTRIBLM" analyze ihvp-error --model "$MODEL" \
   --adapter "$OUT/finetune-harmful-s/adapter" --train "$HARMFUL_TRAIN" --queries "$HARMFUL_TEST" \
@@ -77,7 +82,7 @@ step subset-retrain "$ATTRIBLM" analyze subset-retrain --model "$MODEL" \
 
 step counterfactual "$ATTRIBLM" analyze counterfactual --model "$MODEL" \
   --train "$HARMFUL_TRAIN" --queries "$HARMFUL_TEST" "${RECIPE[@]}" --train-batch-size 8 \
-  --n-subsets "$N_SUBSETS" --fraction 0.5 --out "$OUT/counterfactual" --quiet
+  --n-subsets "$N_SUBSETS" --seeds "$SEEDS" --fraction 0.5 --out "$OUT/counterfactual" --quiet
 
 python3 -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; \
 json.dump({r['step']: r['seconds'] for r in rows}, open(sys.argv[2], 'w'), indent=1)" \

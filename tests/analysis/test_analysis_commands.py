@@ -60,6 +60,20 @@ def test_theorem1(run_cli, tmp_path):
     assert len(report["rank_sweep"]) == 6
 
 
+def test_theorem1_on_a_fine_tuned_models_query_gradients(run_cli, tiny_finetune, tmp_path):
+    ft = tiny_finetune
+    result = run_cli(
+        "theorem1", "--out", str(tmp_path), "--dims", "32", "--ranks", "0.25", "--n-vectors", "4",
+        *_model_args(ft), "--adapter", str(ft.out_dir / "adapter"), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = assert_outputs(tmp_path, "theorem1")
+    assert report["settings"]["n_vectors"] == 4
+    assert report["gradients"]["n_query"] == len(ft.queries)
+    assert report["gradients"]["train"] == str(ft.train_file)
+    assert "query gradients: error" in result.stdout
+
+
 def _model_args(ft) -> list[str]:
     return ["--model", "tiny", "--train", str(ft.train_file), "--queries", str(ft.queries_file)]
 
@@ -112,6 +126,11 @@ def test_bad_input_exits_2_with_one_line(run_cli, tiny_finetune, tmp_path):
     ft = tiny_finetune
     assert_one_line_error(run_cli("theorem1", "--out", str(tmp_path), "--ranks", "2"), "--ranks")
     assert_one_line_error(run_cli("theorem1", "--out", str(tmp_path), "--dims", "x,y"), "--dims")
+    only_train = ["--train", str(ft.train_file)]
+    assert_one_line_error(run_cli("theorem1", "--out", str(tmp_path), *only_train), "--queries")
+    assert_one_line_error(
+        run_cli("theorem1", "--out", str(tmp_path), "--model", "tiny"), "--model/--adapter"
+    )
     assert_one_line_error(
         run_cli("ihvp-error", *_model_args(ft), "-m", "repsim", "--out", str(tmp_path)),
         "repsim",

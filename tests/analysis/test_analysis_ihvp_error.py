@@ -7,11 +7,18 @@ import math
 import pytest
 import torch
 
-from attriblm.analysis.ihvp_error import compare_ihvp, mean_spearman, run_ihvp_error
+from attriblm.analysis.ihvp_error import (
+    compare_ihvp,
+    mean_spearman,
+    positive_rescaled_error,
+    run_ihvp_error,
+)
 from attriblm.errors import ConfigError
 from attriblm.io import read_json
+from attriblm.methods import registry
 from attriblm.methods.base import FeatureSet
 from attriblm.methods.damping import Damping
+from attriblm.methods.exact import Exact
 
 
 def _features(seed: int = 0) -> tuple[FeatureSet, FeatureSet]:
@@ -101,3 +108,46 @@ def test_run_on_the_tiny_fine_tune_writes_json_and_png(tiny_finetune, tmp_path):
     # lissa-paper is ≈ 4·gradsim (3 small steps): same direction, same ranking
     lp, gs = report["methods"]["lissa-paper"], report["methods"]["gradsim"]
     assert lp["cosine"] == pytest.approx(gs["cosine"], abs=1e-2)
+
+
+class _NegatedExact(Exact):
+    """exact's iHVP times −1: the direction reversed, so its ranking is exact's upside down."""
+
+    name = "negated-exact"
+
+    def precondition(self, block, queries, train, damping):
+        return -super().precondition(block, queries, train, damping)
+
+
+def test_a_reversed_ihvp_scores_the_worst_rescaled_error_not_zero(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, _NegatedExact.name, _NegatedExact)
+    train, queries = _features(2)
+    report = compare_ihvp(train, queries, ["exact", "negated-exact"], Damping())
+    row = report["methods"]["negated-exact"]
+    assert row["cosine"] == pytest.approx(-1.0, abs=1e-12)
+    assert row["rel_error"] == pytest.approx(2.0, abs=1e-9)
+    assert row["rel_error_scaled"] == pytest.approx(1.0)  # √(1 − cos²) alone would say 0
+    assert row["spearman"]["mean"] == pytest.approx(-1.0)
+    for block in ("wide", "narrow"):
+        assert row["blocks"][block]["rel_error_scaled"] == pytest.approx(1.0)
+    assert report["methods"]["exact"]["rel_error_scaled"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_positive_rescaled_error_is_the_best_nonnegative_scale():
+    # brute force min over c ≥ 0 of ‖c u − x‖ / ‖x‖ for pairs at several angles
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, dtype=torch.float64, generator=gen)
+    other = torch.randn(6, dtype=torch.float64, generator=gen)
+    other -= (other @ x) / (x @ x) * x  # ⟂ x
+    grid = torch.linspace(0.0, 5.0, 50_001, dtype=torch.float64)
+    for angle in (0.0, 0.3, 1.2, math.pi / 2, 2.0, 3.0, math.pi):
+        u = math.cos(angle) * x / x.norm() + math.sin(angle) * other / other.norm()
+        cos = (u @ x) / (u.norm() * x.norm())
+        brute = float(((grid[:, None] * u - x).norm(dim=1) / x.norm()).min())
+        assert float(positive_rescaled_error(cos)) == pytest.approx(brute, abs=1e-4)
+    assert positive_rescaled_error(torch.tensor([-1.0, -0.2, 0.0, 1.0])).tolist() == [
+        1.0,
+        1.0,
+        1.0,
+        0.0,
+    ]

@@ -94,7 +94,13 @@ def test_counterfactual(run_cli, data_args, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     report = _outputs(tmp_path, "counterfactual")
-    assert report["settings"]["n_subsets"] == 3
+    assert report["settings"]["n_subsets"] == 3 and report["settings"]["seeds"] == 2
+    assert report["settings"]["train_seeds"] == [42, 43]
+    assert (
+        report["baseline_label"]["n_defined"] + report["baseline_label"]["n_undefined"]
+        == (report["n_query"])
+    )
+    assert report["seed_noise_ceiling"]["per_pair"].keys() == {"0-1"}
     # config.yaml repeats the run (same seeds → same subsets and LDS)
     again = tmp_path / "again"
     code, err = run_cli(
@@ -116,4 +122,5 @@ def test_bad_options_exit_2(run_cli, data_args, tmp_path):
     _one_line(*run_cli("subset-retrain", *data_args, "-m", "nope", *out), "nope")
     _one_line(*run_cli("counterfactual", *data_args, "--n-subsets", "1", *out), "--n-subsets")
     _one_line(*run_cli("counterfactual", *data_args, "--fraction", "1.5", *out), "--fraction")
+    _one_line(*run_cli("counterfactual", *data_args, "--seeds", "1", *out), "--seeds")
     assert not (tmp_path / "config.yaml").exists()

@@ -9,10 +9,12 @@ import torch
 
 from attriblm.analysis.theorem1 import (
     closed_form_errors,
+    explicit_vectors,
     random_orthonormal,
     random_spectrum,
     run_theorem1,
     simulated_errors,
+    vector_errors,
 )
 from attriblm.errors import ConfigError
 from attriblm.io import read_json
@@ -50,6 +52,28 @@ def test_closed_form_equals_explicit_matrices(n, r, lam):
     assert closed["bound_vs_identity"] <= math.sqrt(r / n)
 
 
+@pytest.mark.parametrize(("n", "r", "lam"), [(40, 4, 0.1), (30, 15, 0.01), (24, 3, 2.0)])
+def test_vector_errors_closed_form_equals_dense_inverse(n, r, lam):
+    gen = torch.Generator().manual_seed(10 * n + r)
+    s = random_spectrum(r, gen)
+    u = random_orthonormal(n, r, gen)
+    coords = torch.randn(1, r, generator=gen, dtype=torch.float64).repeat(5, 1)  # same c
+    perp_sq = torch.tensor([0.0, 0.5, 1.0, 4.0, 30.0], dtype=torch.float64)
+    v = explicit_vectors(u, coords, perp_sq, gen)
+    assert torch.allclose(u.T @ v, coords.T, atol=1e-12)
+    assert torch.allclose((v - u @ (u.T @ v)).square().sum(0), perp_sq, atol=1e-10)
+    inverse = torch.linalg.inv((u * s) @ u.T + lam * torch.eye(n, dtype=torch.float64))
+    x = inverse @ v
+    literal = (x - v / lam).norm(dim=0) / x.norm(dim=0)
+    closed = vector_errors(s, coords, perp_sq, lam)
+    assert torch.allclose(closed, literal, rtol=1e-9)
+    (simulated,) = simulated_errors(u, s, lam, [v])["vector_errors"]
+    assert torch.allclose(simulated, literal, rtol=1e-9)
+    # in range(H) (no null-space part) the error is a weighted mean of s_i/λ
+    assert s.min() / lam - 1e-9 <= closed[0] <= s.max() / lam + 1e-9
+    assert closed.tolist() == sorted(closed.tolist(), reverse=True)  # a null part shrinks it
+
+
 def test_bound_is_tight_when_spectrum_dominates_damping():
     # s ≫ λ: t → 1 and the error approaches √(r/(n−r)), above √(r/n)
     n, r = 100, 20
@@ -77,6 +101,20 @@ def test_run_writes_json_and_png_and_obeys_the_theorem(tmp_path):
     # the smallest ratio is small: error well below the largest ratio's
     first, last = report["rank_sweep"][0], report["rank_sweep"][3]
     assert first["error"] < 0.5 * last["error"]
+    # on vectors: isotropic ones see about the matrix error, vectors in range(H) far more
+    assert report["max_rel_diff_vectors_closed_vs_simulated"] < 1e-10
+    assert report["gradients"] is None
+    for row in report["rank_sweep"] + report["lambda_sweep"]:
+        assert row["vector_error_range"] > 2 * row["vector_error_random"]
+        assert row["vector_error_range"] >= row["vector_error_range_min"]
+        assert row["vector_error_random"] <= row["vector_error_random_max"]
+    for row in report["rank_sweep"]:
+        assert row["vector_error_range"] > 1.0 > row["vector_error_random"]
+    lam_rows = sorted(
+        (r for r in report["lambda_sweep"] if r["n"] == 96), key=lambda r: r["lambda"]
+    )
+    in_range = [r["vector_error_range"] for r in lam_rows]
+    assert in_range == sorted(in_range, reverse=True)  # ∝ 1/λ for small λ
 
 
 def test_default_dims_include_2048_with_spot_check(tmp_path):
@@ -86,6 +124,11 @@ def test_default_dims_include_2048_with_spot_check(tmp_path):
     checked = [r for r in big + report["lambda_sweep"] if r["n"] == 2048 and r["error_simulated"]]
     assert len(checked) == 2  # the spot check appears in both sweeps
     assert all(abs(r["error"] - r["error_simulated"]) < 1e-12 for r in checked)
+    assert all(
+        r["vector_error_range"] == pytest.approx(r["vector_error_range_simulated"], rel=1e-10)
+        for r in checked
+    )
+    assert all(r["vector_error_range_simulated"] is None for r in big if r not in checked)
     assert report["all_within_bound"]
 
 
@@ -98,6 +141,8 @@ def test_default_dims_include_2048_with_spot_check(tmp_path):
         {"damping": 0.0},
         {"dampings": (-1.0,)},
         {"sweep_ratio": 1.0},
+        {"n_vectors": 0},
+        {"train": []},
     ],
 )
 def test_bad_input_is_a_config_error(tmp_path, kwargs):

@@ -91,27 +91,121 @@ def theorem1(
     simulate_max_n: Annotated[
         int, typer.Option(help="Simulate every row with explicit matrices up to this n.")
     ] = 512,
+    n_vectors: Annotated[
+        int, typer.Option(help="Simulated vectors of each kind (random, in range(H)) per n.")
+    ] = 32,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure on a fine-tuned model's query gradients (with --train and "
+            "--queries): 'default', 'tiny' or a local HF dir. Default: 'default'."
+        ),
+    ] = None,
+    adapter: AdapterOpt = None,
+    train: Annotated[
+        str | None, typer.Option(help="Training data for the real-gradient check.")
+    ] = None,
+    queries: Annotated[
+        str | None, typer.Option(help="Query data for the real-gradient check.")
+    ] = None,
+    template: TemplateOpt = "llama2",
+    loss_mask: LossMaskOpt = "response",
+    max_length: MaxLenOpt = 128,
+    batch_size: BatchOpt = 16,
+    grad_damping: Annotated[
+        float, typer.Option(help="Real-gradient check: λ factor or value (as attribute's).")
+    ] = 0.1,
+    grad_damping_mode: Annotated[
+        str, typer.Option(help="Real-gradient check: relative | absolute (as attribute's).")
+    ] = "relative",
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Theorem 1: ‖(H+λI)⁻¹ − I/λ‖_F relative error vs r/n and λ for random rank-r H."""
-    from attriblm.analysis.theorem1 import run_theorem1
+    """Theorem 1: ‖(H+λI)⁻¹ − I/λ‖ relative error, as matrices and on vectors, vs r/n and λ.
 
-    report = run_theorem1(
-        out,
-        dims=_numbers(dims, "--dims", int) or [],
-        damping=damping,
-        ranks=_numbers(ranks, "--ranks"),
-        dampings=_numbers(dampings, "--dampings"),
-        seed=seed,
-        sweep_ratio=sweep_ratio,
-        heatmap_ratio=heatmap_ratio,
-        simulate_max_n=simulate_max_n,
-    )
+    With --train and --queries (and --model/--adapter) the vector error is also measured on the
+    fine-tuned model's query gradients.
+    """
+    from attriblm.analysis.theorem1 import run_theorem1
+    from attriblm.methods.damping import Damping
+    from attriblm.progress import stage_progress
+
+    real = train is not None or queries is not None
+    if real and (train is None or queries is None):
+        missing = "--queries" if queries is None else "--train"
+        raise ConfigError(f"theorem1: the real-gradient check needs {missing} too")
+    if not real and (model is not None or adapter is not None):
+        raise ConfigError("theorem1: --model/--adapter need --train and --queries")
+    loaded = train_examples = query_examples = settings = None
+    if real:
+        from attriblm.models.loading import load_model
+        from attriblm.pipeline.attribute import AttributeSettings
+
+        Damping(grad_damping_mode, grad_damping)  # checks, before loading
+        if grad_damping_mode == "eigen_mean":
+            raise ConfigError("--grad-damping-mode: use relative or absolute (exact's λ rule)")
+        settings = AttributeSettings(
+            methods=["exact"],
+            template=template,
+            loss_mask=loss_mask,
+            max_length=max_length,
+            batch_size=batch_size,
+            damping_mode=grad_damping_mode,
+            damping=grad_damping,
+        )
+        train_examples, query_examples = _load(
+            train, queries, prompt_field, response_field, label_field
+        )
+        loaded = load_model(model or "default", adapter=adapter, device=device, dtype=dtype)
+
+    with stage_progress(real and not quiet) as progress:
+        report = run_theorem1(
+            out,
+            dims=_numbers(dims, "--dims", int) or [],
+            damping=damping,
+            ranks=_numbers(ranks, "--ranks"),
+            dampings=_numbers(dampings, "--dampings"),
+            seed=seed,
+            sweep_ratio=sweep_ratio,
+            heatmap_ratio=heatmap_ratio,
+            simulate_max_n=simulate_max_n,
+            n_vectors=n_vectors,
+            loaded=loaded,
+            train=train_examples,
+            queries=query_examples,
+            settings=settings,
+            sources={"train": train, "queries": queries} if real else None,
+            progress=progress,
+        )
     write_command_config(out, ctx)
     console.print(
         f"wrote {out}/theorem1.json and .png · all within bound: {report['all_within_bound']} · "
         f"closed form vs simulated: max |Δ| {report['max_abs_diff_closed_vs_simulated']:.2e}"
     )
+    main = [
+        row
+        for row in report["lambda_sweep"]
+        if row["n"] == max(report["settings"]["dims"]) and row["lambda"] == damping
+    ]
+    if main:
+        row = main[0]
+        console.print(
+            f"n={row['n']}, r/n={row['ratio']:.3g}, λ={damping:g}: matrix error "
+            f"{row['error']:.3g} · random v {row['vector_error_random']:.3g} · v in range(H) "
+            f"{row['vector_error_range']:.3g}"
+        )
+    if report["gradients"] is not None:
+        q = report["gradients"]["queries_summary"]
+        console.print(
+            f"query gradients: error {_fmt(q['error_mean'])} (mean) · in range(H) "
+            f"{_fmt(q['error_in_range_mean'])} · share in range(H) {_fmt(q['range_share_mean'])}"
+            f" · block matrix error {_fmt(q['matrix_error_mean_over_blocks'])} (mean)"
+        )
 
 
 @analyze_app.command("ihvp-error")
@@ -174,7 +268,8 @@ def ihvp_error(
     write_command_config(out, ctx)
     for name, row in report["methods"].items():
         console.print(
-            f"{name:12s} rel. error {_fmt(row['rel_error'])} · cosine {_fmt(row['cosine'])} · "
+            f"{name:12s} rel. error {_fmt(row['rel_error'])} · after positive rescaling "
+            f"{_fmt(row['rel_error_scaled'])} · cosine {_fmt(row['cosine'])} · "
             f"Spearman {_fmt(row['spearman']['mean'])}"
         )
     console.print(f"wrote {out}/ihvp_error.json and .png")
@@ -491,6 +586,13 @@ def counterfactual(
     out: OutOpt = ...,
     n_subsets: Annotated[int, typer.Option(help="Random subsets to retrain on (>= 2).")] = 20,
     fraction: Annotated[float, typer.Option(help="Share of training rows per subset.")] = 0.5,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="Retrainings per subset (>= 2), training seeds --seed, --seed + 1, …: the "
+            "actual change is their mean; two seeds' agreement is the noise ceiling."
+        ),
+    ] = 2,
     subset_seed: Annotated[int, typer.Option(help="Seed of the subsets.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     epochs: EpochsOpt = 10,
@@ -513,11 +615,13 @@ def counterfactual(
 ) -> None:
     """Linear datamodeling score: do a method's summed scores predict retrained query losses?
 
-    Default methods: gradsim, datainf, lissa-paper, repsim.
+    Default methods: gradsim, datainf, lissa-paper, repsim; the table adds the same-label and
+    random baselines and the seed-noise ceiling.
     """
     from attriblm.analysis._retrain import resolve_methods
     from attriblm.analysis.counterfactual import (
         DEFAULT_METHODS,
+        check_seeds,
         random_subsets,
         run_counterfactual,
     )
@@ -530,6 +634,7 @@ def counterfactual(
     settings.validate()
     if n_boot < 0:
         raise ConfigError(f"--n-boot must be >= 0, got {n_boot}")
+    check_seeds(seeds)
     attribution = AttributeSettings(
         methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
     )
@@ -547,6 +652,7 @@ def counterfactual(
             methods=names,
             n_subsets=n_subsets,
             fraction=fraction,
+            seeds=seeds,
             train_settings=settings,
             settings=attribution,
             n_boot=n_boot,
@@ -555,7 +661,12 @@ def counterfactual(
             progress=progress,
         )
     write_command_config(out, ctx)
-    rows = {**report["methods"], "random": report["baseline_random"]}
+    rows = {
+        **report["methods"],
+        "same-label": report["baseline_label"],
+        "random": report["baseline_random"],
+        "seed ceiling": report["seed_noise_ceiling"],
+    }
     for name, row in rows.items():
         low, high = row["ci95"]
         console.print(f"{name:12s} LDS {_fmt(row['lds'])} [{_fmt(low)}, {_fmt(high)}]")

@@ -5,26 +5,27 @@ On a small run:
 1. a fresh adapter is fine-tuned on the whole training set (a copy of the plain base model) and
    every method scores the queries on it (``s [n_query, n_train]``, larger = more supportive);
 2. ``n_subsets`` random subsets ``S_j`` of ``round(fraction · n_train)`` rows are drawn (seeded),
-   a fresh adapter is fine-tuned on each with the same settings, and each query's loss
-   ``L_j(q)`` (:func:`attriblm.train.loss.per_example_loss`, the training objective) is measured;
-3. **actual** change: ``Δ_j(q) = L_j(q) − L_full(q)`` (also reported against the base model,
-   ``L_j(q) − L_base(q)``);
+   and on each a fresh adapter is fine-tuned ``seeds`` times with the same settings but training
+   seeds ``seed, seed + 1, …`` (LoRA init, shuffling, dropout); each query's loss ``L_{j,k}(q)``
+   (:func:`attriblm.train.loss.per_example_loss`, the training objective) is measured;
+3. **actual** change: ``Δ_j(q) = mean_k L_{j,k}(q) − L_full(q)`` (also reported against the base
+   model, ``− L_base(q)``);
 4. **predicted** change (linear datamodel): ``p_j(q) = −Σ_{i ∈ S_j} s(q, i)``. Sign: a larger
    score means training on ``i`` lowers the query's loss, so more score mass in the subset
    predicts a *lower* loss, hence the minus;
-5. ``LDS = mean over queries of Spearman_j(p_j(q), Δ_j(q))`` (Spearman across subsets, average
-   ranks for ties), with a percentile bootstrap 95% interval over queries. A query whose
-   predicted or actual values are constant across subsets has no Spearman and is skipped
-   (counted). Subtracting any per-query reference (full model, base model) does not change a
-   Spearman across subsets, so the LDS is the same for both references.
+5. ``LDS = mean over queries of Spearman_j(p_j(q), Δ_j(q))`` (:mod:`attriblm.analysis.lds`).
 
-A ``random`` baseline (scores drawn i.i.d. from N(0, 1), seeded) is scored the same way and
-should sit near 0.
+Subtracting any per-query reference (full model, base model) does not change a Spearman across
+subsets, so the LDS is the same for both references. Two baselines are scored the same way:
+``random`` (scores i.i.d. N(0, 1), seeded; should sit near 0) and ``same-label`` (``s(q, i) = 1``
+when row ``i`` has the query's label, else 0: what "same label" alone predicts). The
+**seed-noise ceiling** is the same statistic between two seeds' actual changes
+(:func:`attriblm.analysis.lds.seed_agreement`, mean over seed pairs): how well one retraining
+predicts another of the same subset.
 """
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.stats import rankdata
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.analysis._retrain import (
@@ -44,6 +43,15 @@ from attriblm.analysis._retrain import (
     query_losses,
     resolve_methods,
     score_methods,
+)
+from attriblm.analysis.lds import (
+    label_indicator_scores,
+    linear_datamodeling_score,
+    predicted_loss_change,
+    random_scores,
+    random_subsets,
+    seed_agreement,
+    spearman,
 )
 from attriblm.data.schema import Example
 from attriblm.errors import ConfigError
@@ -56,12 +64,18 @@ from attriblm.train.finetune import CHECKPOINT_DIR, TrainSettings
 
 NAME = "counterfactual"
 RANDOM_BASELINE = "random"
+LABEL_BASELINE = "same-label"
+DEFAULT_SEEDS = 2
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_SEEDS",
+    "check_seeds",
+    "label_indicator_scores",
     "linear_datamodeling_score",
     "predicted_loss_change",
     "random_subsets",
     "run_counterfactual",
+    "seed_agreement",
     "spearman",
 ]
 
@@ -70,73 +84,14 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman correlation (Pearson of average ranks); ``None`` when either side is constant."""
-    a = np.asarray(x, dtype=np.float64)
-    b = np.asarray(y, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"spearman needs two 1-D arrays of one length, got {a.shape}, {b.shape}")
-    ra, rb = rankdata(a) - (len(a) + 1) / 2, rankdata(b) - (len(b) + 1) / 2
-    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    if len(a) < 2 or denom == 0.0:
-        return None
-    return float(np.clip((ra * rb).sum() / denom, -1.0, 1.0))
-
-
-def linear_datamodeling_score(
-    predicted: Any, actual: Any, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """LDS of ``predicted`` against ``actual``, both ``[n_subsets, n_query]``.
-
-    Returns ``{"value", "ci95", "per_query", "n_defined", "n_undefined"}``: ``value`` = mean
-    over queries of the Spearman across subsets (``None`` when no query has one), ``ci95`` = 2.5
-    and 97.5 percentiles of that mean over ``n_boot`` resamples of the defined queries
-    (``None`` entries when ``n_boot = 0``), ``per_query`` = the Spearmans (``None``: undefined).
-    """
-    p = np.asarray(predicted, dtype=np.float64)
-    a = np.asarray(actual, dtype=np.float64)
-    if p.shape != a.shape or p.ndim != 2:
-        raise ValueError(f"predicted {p.shape} and actual {a.shape} must both be [n_subsets, n_q]")
-    per_query = [spearman(p[:, q], a[:, q]) for q in range(p.shape[1])]
-    defined = np.array([r for r in per_query if r is not None], dtype=np.float64)
-    value = float(defined.mean()) if defined.size else None
-    ci: list[float | None] = [None, None]
-    if defined.size and n_boot > 0:
-        rng = np.random.default_rng(seed)
-        means = defined[rng.integers(0, defined.size, size=(n_boot, defined.size))].mean(axis=1)
-        ci = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-    return {
-        "value": value,
-        "ci95": ci,
-        "per_query": per_query,
-        "n_defined": int(defined.size),
-        "n_undefined": len(per_query) - int(defined.size),
-    }
-
-
-def predicted_loss_change(scores: torch.Tensor, subsets: Sequence[Sequence[int]]) -> np.ndarray:
-    """``[n_subsets, n_query]``: ``−Σ_{i∈S_j} scores[q, i]`` (larger score → lower loss)."""
-    s = scores.detach().double().cpu().numpy()
-    mask = np.zeros((len(subsets), s.shape[1]), dtype=np.float64)
-    for j, rows in enumerate(subsets):
-        mask[j, list(rows)] = 1.0
-    return -(mask @ s.T)
-
-
-def random_subsets(n_train: int, n_subsets: int, fraction: float, seed: int) -> list[list[int]]:
-    """``n_subsets`` sorted subsets of ``round(fraction · n_train)`` rows, seeded by ``seed``."""
-    if n_subsets < 2:
-        raise ConfigError(f"--n-subsets must be at least 2, got {n_subsets}")
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"--fraction must be in (0, 1), got {fraction}")
-    size = round(fraction * n_train)
-    if not 1 <= size < n_train:
+def check_seeds(seeds: int) -> int:
+    """ConfigError unless ``seeds ≥ 2`` (the noise ceiling needs two retrainings per subset)."""
+    if int(seeds) != seeds or seeds < 2:
         raise ConfigError(
-            f"--fraction {fraction} of {n_train} training rows gives subsets of {size} rows; "
-            "need at least 1 and fewer than all"
+            f"--seeds must be an integer of at least 2 (two retrainings per subset give the "
+            f"seed-noise ceiling), got {seeds}"
         )
-    rng = random.Random(f"counterfactual:{seed}")
-    return [sorted(rng.sample(range(n_train), size)) for _ in range(n_subsets)]
+    return int(seeds)
 
 
 def run_counterfactual(
@@ -148,6 +103,7 @@ def run_counterfactual(
     methods: Sequence[str] = DEFAULT_METHODS,
     n_subsets: int = 20,
     fraction: float = 0.5,
+    seeds: int = DEFAULT_SEEDS,
     train_settings: TrainSettings | None = None,
     settings: AttributeSettings | None = None,
     n_boot: int = 1000,
@@ -156,7 +112,7 @@ def run_counterfactual(
     sources: dict[str, str] | None = None,
     progress: StageProgress = _no_progress,
 ) -> dict[str, Any]:
-    """LDS per method from ``n_subsets`` retrainings on random subsets; see the module doc.
+    """LDS per method from ``n_subsets × seeds`` retrainings on random subsets (module doc).
 
     Args:
         base: the plain base model (not modified).
@@ -164,6 +120,7 @@ def run_counterfactual(
         methods: attribution methods (``all`` allowed; ``tracin`` uses the full fine-tune's
             checkpoints).
         n_subsets, fraction, seed: how many subsets, their share of the training rows, seed.
+        seeds: retrainings per subset (≥ 2), with training seeds ``train_settings.seed + k``.
         train_settings: fine-tuning settings of every model (default :class:`TrainSettings`).
         settings: attribution settings (batch size, damping, RepSim options); template, loss
             mask and max length are always ``train_settings``' own.
@@ -171,12 +128,14 @@ def run_counterfactual(
 
     Returns:
         ``{"methods": {name: {"lds", "ci95", "per_query", "n_defined", "n_undefined"}},
-        "baseline_random": {...}, "subsets": [...], "losses": {"full", "base", "subsets"},
+        "baseline_random": {...}, "baseline_label": {...}, "seed_noise_ceiling": {...},
+        "subsets": [...], "losses": {"full", "base", "subsets", "subsets_per_seed"},
         "actual_change": {"vs_full", "vs_base"}, ...}``; also ``OUT/counterfactual.json`` and
         ``.png``.
     """
     check_base(base)
     names = resolve_methods(methods)
+    seeds = check_seeds(seeds)
     if not train or not queries:
         raise ConfigError("counterfactual needs training rows and queries")
     subsets = random_subsets(len(train), n_subsets, fraction, seed)
@@ -214,34 +173,50 @@ def run_counterfactual(
         progress=progress,
     )
     del full_model
-    generator = torch.Generator().manual_seed(seed)
-    scores[RANDOM_BASELINE] = torch.randn(len(queries), len(train), generator=generator)
+    baselines = {
+        RANDOM_BASELINE: random_scores(len(queries), len(train), seed),
+        LABEL_BASELINE: label_indicator_scores(
+            [e.label for e in train], [e.label for e in queries]
+        ),
+    }
 
-    tick = progress("retraining on subsets", len(subsets))
-    subset_losses = []
+    train_seeds = [train_settings.seed + k for k in range(seeds)]
+    tick = progress("retraining on subsets", len(subsets) * seeds)
+    per_seed = []  # [n_seeds][n_subsets] of [n_query]
     with tempfile.TemporaryDirectory(prefix="attriblm-counterfactual-") as tmp:
-        for j, rows in enumerate(subsets):
-            loaded, _ = fresh_finetune(
-                base,
-                [train[i] for i in rows],
-                train_settings,
-                Path(tmp) / f"subset-{j:03d}",
-                data_source=f"{sources['train']}:subset-{j}",
-            )
-            subset_losses.append(query_losses(loaded, queries, train_settings, loss_batch_size))
-            del loaded
-            tick(1)
-    losses = torch.stack(subset_losses).numpy()  # [n_subsets, n_query]
+        for k, train_seed in enumerate(train_seeds):
+            seed_settings = replace(train_settings, seed=train_seed)
+            row = []
+            for j, rows in enumerate(subsets):
+                loaded, _ = fresh_finetune(
+                    base,
+                    [train[i] for i in rows],
+                    seed_settings,
+                    Path(tmp) / f"subset-{j:03d}-seed-{k}",
+                    data_source=f"{sources['train']}:subset-{j}:seed-{train_seed}",
+                )
+                row.append(query_losses(loaded, queries, train_settings, loss_batch_size).numpy())
+                del loaded
+                tick(1)
+            per_seed.append(np.stack(row))
+    losses_per_seed = np.stack(per_seed)  # [n_seeds, n_subsets, n_query]
+    losses = losses_per_seed.mean(axis=0)
     actual = losses - loss_full.numpy()[None, :]
     results: dict[str, dict[str, Any]] = {}
     predicted: dict[str, list[list[float]]] = {}
-    for name, matrix in scores.items():
+    for name, matrix in {**scores, **baselines}.items():
         pred = predicted_loss_change(matrix, subsets)
         lds = linear_datamodeling_score(pred, actual, n_boot=n_boot, seed=seed)
         results[name] = {"lds": lds.pop("value"), **lds}
         predicted[name] = pred.tolist()
-    baseline = results.pop(RANDOM_BASELINE)
+    baseline_random = results.pop(RANDOM_BASELINE)
+    baseline_label = results.pop(LABEL_BASELINE)
     predicted.pop(RANDOM_BASELINE)
+    ceiling = seed_agreement(losses_per_seed, n_boot=n_boot, seed=seed)
+    ceiling = {"lds": ceiling.pop("value"), **ceiling}
+
+    def nested(array: np.ndarray) -> list:
+        return [nested(a) for a in array] if array.ndim > 1 else [json_float(v) for v in array]
 
     report: dict[str, Any] = {
         "diagnosis": "counterfactual",
@@ -251,11 +226,15 @@ def run_counterfactual(
         "n_train": len(train),
         "n_query": len(queries),
         "methods": results,
-        "baseline_random": baseline,
+        "baseline_random": baseline_random,
+        "baseline_label": baseline_label,
+        "seed_noise_ceiling": ceiling,
         "settings": {
             "n_subsets": n_subsets,
             "fraction": fraction,
             "subset_size": len(subsets[0]),
+            "seeds": seeds,
+            "train_seeds": train_seeds,
             "seed": seed,
             "n_boot": n_boot,
             "train": train_settings.to_dict(),
@@ -264,8 +243,9 @@ def run_counterfactual(
             "damping": settings.damping,
         },
         "definitions": {
-            "actual": "Δ_j(q) = L_j(q) − L_full(q), L = per_example_loss (the training "
-            "objective) of query q under the model retrained on subset j",
+            "actual": "Δ_j(q) = mean over training seeds k of L_{j,k}(q) − L_full(q), L = "
+            "per_example_loss (the training objective) of query q under the model retrained on "
+            "subset j with seed k",
             "predicted": "p_j(q) = −Σ_{i∈S_j} s(q, i): larger score = more supportive = lower "
             "loss, hence the minus",
             "lds": "mean over queries of Spearman across subsets of (p_j(q), Δ_j(q)); queries "
@@ -273,19 +253,21 @@ def run_counterfactual(
             "reference": "subtracting L_full or L_base is a per-query constant: the LDS is the "
             "same for both",
             "baseline_random": "scores i.i.d. N(0, 1) from the seed",
+            "baseline_label": "s(q, i) = 1 if label_i == label_q else 0",
+            "seed_noise_ceiling": "the LDS statistic between two seeds' actual changes "
+            "L_{j,a}(q) − L_full(q) and L_{j,b}(q) − L_full(q), per query the mean over seed "
+            "pairs: how well one retraining predicts another",
         },
         "subsets": subsets,
         "losses": {
             "full": [json_float(v) for v in loss_full.tolist()],
             "base": [json_float(v) for v in loss_base.tolist()],
-            "subsets": [[json_float(v) for v in row] for row in losses.tolist()],
+            "subsets": nested(losses),
+            "subsets_per_seed": nested(losses_per_seed),
         },
         "actual_change": {
-            "vs_full": [[json_float(v) for v in row] for row in actual.tolist()],
-            "vs_base": [
-                [json_float(v) for v in row]
-                for row in (losses - loss_base.numpy()[None, :]).tolist()
-            ],
+            "vs_full": nested(actual),
+            "vs_base": nested(losses - loss_base.numpy()[None, :]),
             "mean_vs_full": json_float(float(actual.mean())),
             "mean_vs_base": json_float(float((losses - loss_base.numpy()[None, :]).mean())),
         },
@@ -299,9 +281,16 @@ def run_counterfactual(
 
 
 def plot_counterfactual(report: dict[str, Any], path: Path) -> Path:
-    """LDS bars per method (and the random baseline) with bootstrap 95% intervals."""
+    """LDS bars per method and baseline with bootstrap 95% intervals; the seed-noise ceiling as
+    a dashed line with its interval shaded."""
     plt = pyplot()
-    rows = {**report["methods"], "random (baseline)": report["baseline_random"]}
+    rows = {**report["methods"]}
+    colors = ["tab:blue"] * len(rows)
+    if "baseline_label" in report:
+        rows["same label (baseline)"] = report["baseline_label"]
+        colors.append("tab:orange")
+    rows["random (baseline)"] = report["baseline_random"]
+    colors.append("tab:gray")
     names = list(rows)
     values = [rows[n]["lds"] if rows[n]["lds"] is not None else float("nan") for n in names]
     lows = [
@@ -313,17 +302,22 @@ def plot_counterfactual(report: dict[str, Any], path: Path) -> Path:
         for v, c in zip(values, (rows[n]["ci95"] for n in names), strict=True)
     ]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.4))
-    colors = ["tab:blue"] * (len(names) - 1) + ["tab:gray"]
     ax.bar(range(len(names)), values, yerr=[lows, highs], capsize=4, color=colors)
+    ceiling = report.get("seed_noise_ceiling")
+    if ceiling and ceiling["lds"] is not None:
+        ax.axhline(ceiling["lds"], color="tab:red", ls="--", lw=1.0, label="seed-noise ceiling")
+        if ceiling["ci95"][0] is not None:
+            ax.axhspan(*ceiling["ci95"], color="tab:red", alpha=0.12)
+        ax.legend(fontsize=8, loc="lower left")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names)
+    ax.set_xticklabels(names, rotation=20, ha="right")
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("LDS (mean Spearman over queries)")
     s = report["settings"]
     ax.set_title(
         f"linear datamodeling score · {s['n_subsets']} subsets of {s['subset_size']}/"
-        f"{report['n_train']} rows\n95% bootstrap CI over queries",
+        f"{report['n_train']} rows × {s.get('seeds', 1)} seeds\n95% bootstrap CI over queries",
         fontsize=10,
     )
     fig.tight_layout()

@@ -19,8 +19,11 @@ concatenated, ``overall``):
 
 * ``rel_error = ‖û − x‖ / ‖x‖``;
 * ``cosine = ûᵀx / (‖û‖ ‖x‖)`` (0 when either is zero);
-* ``rel_error_scaled = min_c ‖c û − x‖ / ‖x‖ = √(1 − cosine²)`` (the error left after the best
-  rescaling of ``û``: rankings ignore a positive scale).
+* ``rel_error_scaled = min_{c ≥ 0} ‖c û − x‖ / ‖x‖``: the error left after the best *positive*
+  rescaling of ``û`` (rankings ignore a positive scale, and only a positive one). It is
+  ``√(1 − cosine²)`` when ``cosine ≥ 0`` and 1 when ``cosine < 0`` (then ``c = 0`` is best): a
+  reversed direction (``cosine = −1``, ranking reversed) scores 1, the worst, not 0 as
+  ``√(1 − cosine²)`` alone would. It lies in ``[0, 1]``, 1 also for ``û = 0``.
 
 These are averaged over queries (queries whose ``x`` is zero are skipped). ``spearman`` is the
 mean over queries of the Spearman rank correlation between the method's score row
@@ -97,6 +100,13 @@ def _row_stats(u: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return diff_sq, x.square().sum(dim=1), (u * x).sum(dim=1), u.square().sum(dim=1)
 
 
+def positive_rescaled_error(cosine: Tensor) -> Tensor:
+    """``min_{c ≥ 0} ‖c û − x‖ / ‖x‖`` from ``cosine(û, x)`` (any shape): ``√(1 − cos²)`` where
+    ``cos ≥ 0``, else 1 (a reversed direction is the worst, not a perfect, match)."""
+    orthogonal = (1.0 - cosine.square()).clamp_min(0.0).sqrt()
+    return torch.where(cosine >= 0, orthogonal, torch.ones_like(cosine))
+
+
 def _summaries(diff_sq: Tensor, x_sq: Tensor, dot: Tensor, u_sq: Tensor) -> dict[str, Any]:
     """Means over queries of relative error, cosine and scaled error (rows with ``x = 0`` out)."""
     keep = x_sq > 0
@@ -105,7 +115,7 @@ def _summaries(diff_sq: Tensor, x_sq: Tensor, dot: Tensor, u_sq: Tensor) -> dict
     rel = (diff_sq[keep] / x_sq[keep]).sqrt()
     denom = (u_sq[keep] * x_sq[keep]).sqrt()
     cos = torch.where(denom > 0, dot[keep] / denom.clamp_min(1e-300), 0.0).clamp(-1.0, 1.0)
-    scaled = (1.0 - cos.square()).clamp_min(0.0).sqrt()
+    scaled = positive_rescaled_error(cos)
     return {
         "rel_error": float(rel.mean()),
         "rel_error_max": float(rel.max()),
@@ -292,7 +302,7 @@ def plot_ihvp_error(report: dict[str, Any], path: Path) -> Path:
     rel = [max(v, 1e-16) for v in values("rel_error")]
     scaled = [max(v, 1e-16) for v in values("rel_error_scaled")]
     ax.bar(x - width / 2, rel, width, label="‖û − x‖/‖x‖")
-    ax.bar(x + width / 2, scaled, width, label="after best rescaling, √(1−cos²)")
+    ax.bar(x + width / 2, scaled, width, label="after best positive rescaling (1 if cos < 0)")
     ax.set_yscale("log")
     ax.set_xticks(x, methods, rotation=30, ha="right")
     ax.set_title("relative error vs exact (mean over queries; 0 drawn at 1e-16)")

@@ -33,26 +33,60 @@ matrices (``*_simulated``): ``H + λI`` is formed densely, Cholesky-factorised i
 above it (one ``O(n³)`` factorisation per row) only the row ``r/n = sweep_ratio``, ``λ = damping``
 is, as a spot check. ``max_abs_diff_closed_vs_simulated`` reports the largest disagreement.
 The λ sweep uses ``r/n = sweep_ratio``.
+
+Vectors. The matrix error is dominated by the ``n − r`` null-space directions of ``H``, where
+``(H + λI)⁻¹`` and ``I/λ`` agree exactly; it says nothing about vectors that live in
+``range(H)`` — and every training gradient does (``H = GᵀG/n``), so a score ``xᵀg_i`` only sees
+the range part of ``x = (H + λI)⁻¹v``. So each row also reports, for ``n_vectors`` vectors of two
+kinds, the mean of ::
+
+    ‖(H+λI)⁻¹v − v/λ‖ / ‖(H+λI)⁻¹v‖ = √( Σ_i c_i² t_i² / (Σ_i c_i² (1 − t_i)² + ‖v⊥‖²) )
+
+with ``c = Uᵀv`` and ``v⊥ = v − Uc``: ``vector_error_random`` for isotropic ``v ~ N(0, I_n)``
+(drawn through its coordinates in ``[U, U⊥]``: ``c`` the first ``r`` of ``n`` i.i.d. N(0, 1)
+coordinates, ``‖v⊥‖²`` the sum of squares of the rest), and ``vector_error_range`` for ``v = Uz``,
+``z ~ N(0, I_r)`` (``v⊥ = 0``: each component's error is ``t_i/(1 − t_i) = s_i/λ``, so the
+error lies in ``[s_min/λ, s_max/λ]`` whatever ``r/n``). ``vector_error_random_max`` and
+``vector_error_range_min`` are the extremes over the vectors. They come from a second generator
+(``seed + 1``), so the matrix rows are the same draws as without them. Simulated rows also solve
+explicit vectors (``Uc`` plus a random direction ⊥ ``U`` of norm ``‖v⊥‖``) with the Cholesky
+factor; ``max_rel_diff_vectors_closed_vs_simulated`` reports the largest relative disagreement.
+
+Real gradients. With a fine-tuned model and data, :mod:`attriblm.analysis.theorem1_gradients`
+measures the same vector error on the model's query gradients (``OUT/theorem1.json``
+``"gradients"``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from attriblm.analysis._common import output_dir, pyplot, save_figure
+from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
+from attriblm.progress import StageProgress
+
+if TYPE_CHECKING:
+    from attriblm.data.schema import Example
+    from attriblm.models.loading import LoadedModel
+    from attriblm.pipeline.attribute import AttributeSettings
 
 NAME = "theorem1"
 DEFAULT_RATIOS = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 DEFAULT_DAMPINGS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 SPECTRUM = "s_i = 1 - u_i, u_i ~ U[0,1) i.i.d. (eigenvalues in (0, 1]); U = QR of N(0,1) [n, r]"
+DEFAULT_N_VECTORS = 32
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
 
 
 def random_spectrum(r: int, generator: torch.Generator) -> torch.Tensor:
@@ -81,19 +115,60 @@ def closed_form_errors(s: torch.Tensor, n: int, damping: float) -> dict[str, flo
     }
 
 
-def simulated_errors(u: torch.Tensor, s: torch.Tensor, damping: float) -> dict[str, float]:
-    """Errors from explicit matrices: Cholesky of the formed ``U diag(s) Uᵀ + λI`` (float64)."""
+def vector_errors(
+    s: torch.Tensor, coords: torch.Tensor, perp_sq: torch.Tensor, damping: float
+) -> torch.Tensor:
+    """``‖(H+λI)⁻¹v − v/λ‖ / ‖(H+λI)⁻¹v‖`` ``[k]`` for ``k`` vectors ``v = U c + v⊥``.
+
+    ``coords [k, r]`` are ``c = Uᵀv`` (the components along ``H``'s eigenvectors, eigenvalues
+    ``s [r]``), ``perp_sq [k]`` is ``‖v⊥‖²`` (the null-space part). With ``t = s/(s + λ)``:
+    ``√(Σ c² t² / (Σ c² (1 − t)² + ‖v⊥‖²))`` (module docstring).
+    """
+    t = s / (s + damping)
+    c_sq = coords.square()
+    num = (c_sq * t.square()).sum(dim=1)
+    den = (c_sq * (1.0 - t).square()).sum(dim=1) + perp_sq
+    return (num / den).sqrt()
+
+
+def explicit_vectors(
+    u: torch.Tensor, coords: torch.Tensor, perp_sq: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``[n, k]``: columns ``U c_k + p_k`` with ``p_k ⊥ U`` a random direction of norm
+    ``√perp_sq_k`` (so ``Uᵀv = c`` and ``‖v⊥‖² = perp_sq`` exactly)."""
+    v = u @ coords.T
+    if bool((perp_sq > 0).any()):
+        g = torch.randn(u.shape[0], coords.shape[0], generator=generator, dtype=torch.float64)
+        p = g - u @ (u.T @ g)
+        v = v + p * (perp_sq.sqrt() / p.norm(dim=0))
+    return v
+
+
+def simulated_errors(
+    u: torch.Tensor,
+    s: torch.Tensor,
+    damping: float,
+    vectors: Sequence[torch.Tensor] = (),
+) -> dict[str, Any]:
+    """Errors from explicit matrices: Cholesky of the formed ``U diag(s) Uᵀ + λI`` (float64).
+
+    ``vectors``: batches ``[n, k]`` whose per-column error ``‖(H+λI)⁻¹v − v/λ‖ / ‖(H+λI)⁻¹v‖``
+    is solved with the same factor (``"vector_errors"``, one ``[k]`` tensor per batch).
+    """
     n = u.shape[0]
     us = u * s
     system = us @ u.T
     system.diagonal().add_(damping)
-    x = torch.cholesky_solve(us, torch.linalg.cholesky(system))  # (H + λI)⁻¹ U diag(s)
+    factor = torch.linalg.cholesky(system)
+    x = torch.cholesky_solve(us, factor)  # (H + λI)⁻¹ U diag(s)
     d_sq = float(x.square().sum()) / damping**2  # ‖D‖_F², D = −X Uᵀ / λ
     d_trace = -float((u * x).sum()) / damping  # tr D
     inv_sq = d_sq + 2.0 * d_trace / damping + n / damping**2  # ‖(H + λI)⁻¹‖_F²
+    solved = [(torch.cholesky_solve(v, factor), v) for v in vectors]
     return {
         "error": math.sqrt(d_sq / inv_sq),
         "error_vs_identity": math.sqrt(d_sq) / (math.sqrt(n) / damping),
+        "vector_errors": [(y - v / damping).norm(dim=0) / y.norm(dim=0) for y, v in solved],
     }
 
 
@@ -132,6 +207,13 @@ def run_theorem1(
     sweep_ratio: float = 1 / 16,
     heatmap_ratio: float = 1 / 16,
     simulate_max_n: int = 512,
+    n_vectors: int = DEFAULT_N_VECTORS,
+    loaded: LoadedModel | None = None,
+    train: Sequence[Example] | None = None,
+    queries: Sequence[Example] | None = None,
+    settings: AttributeSettings | None = None,
+    sources: dict[str, str] | None = None,
+    progress: StageProgress = _no_progress,
 ) -> dict[str, Any]:
     """Simulate Theorem 1; write ``OUT/theorem1.json`` and ``OUT/theorem1.png``; return the JSON.
 
@@ -141,26 +223,41 @@ def run_theorem1(
         ranks: the ratios ``r/n`` to sweep, each in (0, 1); rank ``r = round(ratio·n)``
             clipped to ``[1, n−1]``. Default ``2⁻⁷ … 2⁻¹``.
         dampings: the ``λ`` values of the λ sweep (at ``r/n = sweep_ratio``); default 1e-3 … 10.
-        seed: seeds the draws of ``s`` and ``U`` (one generator, dims in order).
+        seed: seeds the draws of ``s`` and ``U`` (one generator, dims in order); the vectors
+            use ``seed + 1`` (and ``seed + 2`` for the explicit vectors' null-space directions).
         heatmap_ratio: ``r/n`` of the heat maps of ``H`` and ``H + λI`` (drawn at ``dims[0]``).
         simulate_max_n: up to this ``n`` every row is also computed from explicit matrices;
             above it only one spot-check row per ``n``.
+        n_vectors: vectors of each kind (random, in ``range(H)``) per ``n``.
+        loaded, train, queries: optional fine-tuned (LoRA) model and its training rows and
+            queries: the vector error is then also measured on its query gradients
+            (:func:`attriblm.analysis.theorem1_gradients.measure_gradients`, with ``settings``
+            for template, loss mask, max length, batch size and the damping rule).
 
     Returns:
-        ``{"rank_sweep": [...], "lambda_sweep": [...], "all_within_bound", "monotone_in_rank",
-        "max_abs_diff_closed_vs_simulated", ...}``; each sweep row holds ``n``, ``r``,
-        ``ratio``, ``lambda``, ``error`` and ``error_vs_identity`` (closed form), the same
-        ``*_simulated`` (``None`` where not simulated), ``bound``, ``bound_vs_identity`` and
-        ``sqrt_ratio``.
+        ``{"rank_sweep": [...], "lambda_sweep": [...], "gradients": {...} | None,
+        "all_within_bound", "monotone_in_rank", "max_abs_diff_closed_vs_simulated", ...}``;
+        each sweep row holds ``n``, ``r``, ``ratio``, ``lambda``, ``error`` and
+        ``error_vs_identity`` (closed form), the same ``*_simulated`` (``None`` where not
+        simulated), ``bound``, ``bound_vs_identity``, ``sqrt_ratio`` and the vector errors
+        ``vector_error_random`` / ``vector_error_range`` (means; ``*_simulated`` likewise).
     """
     ratios = tuple(DEFAULT_RATIOS if ranks is None else ranks)
     lams = tuple(DEFAULT_DAMPINGS if dampings is None else dampings)
     dims = tuple(int(d) for d in dims)
     others = {"--sweep-ratio": sweep_ratio, "--heatmap-ratio": heatmap_ratio}
     _check(dims, ratios, lams, damping, others)
+    if n_vectors < 1:
+        raise ConfigError(f"--n-vectors must be at least 1, got {n_vectors}")
+    if loaded is None and (train is not None or queries is not None):
+        raise ConfigError("theorem1 on real gradients needs a fine-tuned model (--model)")
+    if loaded is not None and not (train and queries):
+        raise ConfigError("theorem1 on real gradients needs both --train and --queries")
     out_path = output_dir(out)
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
+    vector_gen = torch.Generator().manual_seed(seed + 1)
+    direction_gen = torch.Generator().manual_seed(seed + 2)
 
     rank_rows: list[dict[str, Any]] = []
     lambda_rows: list[dict[str, Any]] = []
@@ -173,26 +270,48 @@ def run_theorem1(
         full = n <= simulate_max_n
         u_cols = max(*rank_list, sweep_r, heat_r) if full else max(sweep_r, heat_r)
         u_all = random_orthonormal(n, u_cols, generator)
+        vectors = _Vectors(
+            random=torch.randn(n_vectors, n, generator=vector_gen, dtype=torch.float64),
+            in_range=torch.randn(
+                n_vectors, max(*rank_list, sweep_r), generator=vector_gen, dtype=torch.float64
+            ),
+            directions=direction_gen,
+        )
         for r in rank_list:
             simulate = full or (r == sweep_r)
-            rank_rows.append(_row(n, r, s_all, u_all if simulate else None, damping))
+            rank_rows.append(_row(n, r, s_all, u_all if simulate else None, damping, vectors))
         for lam in lams:
             simulate = full or lam == damping
-            lambda_rows.append(_row(n, sweep_r, s_all, u_all if simulate else None, lam))
+            lambda_rows.append(_row(n, sweep_r, s_all, u_all if simulate else None, lam, vectors))
         if heat is None:
             u, s = u_all[:, :heat_r], s_all[:heat_r]
             heat = ((u * s) @ u.T, n, heat_r)
 
+    all_rows = rank_rows + lambda_rows
     diffs = [
         abs(row[key] - row[f"{key}_simulated"])
-        for row in rank_rows + lambda_rows
+        for row in all_rows
         for key in ("error", "error_vs_identity")
+        if row[f"{key}_simulated"] is not None
+    ]
+    vector_diffs = [
+        abs(row[key] - row[f"{key}_simulated"]) / row[key]
+        for row in all_rows
+        for key in ("vector_error_random", "vector_error_range")
         if row[f"{key}_simulated"] is not None
     ]
     monotone = all(
         all(a["error"] < b["error"] for a, b in zip(rows, rows[1:], strict=False))
         for rows in ([x for x in rank_rows if x["n"] == n] for n in dims)
     )
+    gradients = None
+    if loaded is not None:
+        from attriblm.analysis.theorem1_gradients import measure_gradients
+
+        assert train is not None and queries is not None
+        gradients = measure_gradients(
+            loaded, train, queries, settings=settings, sources=sources, progress=progress
+        )
     report: dict[str, Any] = {
         "diagnosis": "theorem1",
         "statement": "(H+λI)^-1 - I/λ = -(1/λ) H (H+λI)^-1; relative Frobenius size ≲ √(r/n)",
@@ -201,6 +320,10 @@ def run_theorem1(
         "√(Σt² / (n − r + Σ(1−t)²))",
         "bound_definition": "t_max·√(r/(n−r)) (exact bound of `error`)",
         "error_vs_identity_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖I/λ‖_F = √(Σt²/n) ≤ t_max·√(r/n)",
+        "vector_error_definition": "‖(H+λI)^-1 v − v/λ‖ / ‖(H+λI)^-1 v‖ = "
+        "√(Σc²t² / (Σc²(1−t)² + ‖v⊥‖²)), c = Uᵀv; mean over n_vectors vectors: "
+        "random v ~ N(0, I_n) (vector_error_random), v = U z with z ~ N(0, I_r) in range(H) "
+        "(vector_error_range)",
         "simulated": "explicit H+λI, float64 Cholesky solve; all rows for n ≤ simulate_max_n, "
         "else the row r/n = sweep_ratio, λ = damping",
         "settings": {
@@ -211,19 +334,22 @@ def run_theorem1(
             "sweep_ratio": sweep_ratio,
             "heatmap_ratio": heatmap_ratio,
             "simulate_max_n": simulate_max_n,
+            "n_vectors": n_vectors,
             "seed": seed,
             "dtype": "float64",
         },
         "rank_sweep": rank_rows,
         "lambda_sweep": lambda_rows,
+        "gradients": gradients,
         "all_within_bound": all(
             row["error"] <= row["bound"] * (1 + 1e-9) + 1e-12
             and row["error_vs_identity"] <= row["bound_vs_identity"] * (1 + 1e-9) + 1e-12
-            for row in rank_rows + lambda_rows
+            for row in all_rows
         ),
         "monotone_in_rank": monotone,
         "n_simulated_rows": len(diffs) // 2,
         "max_abs_diff_closed_vs_simulated": max(diffs) if diffs else None,
+        "max_rel_diff_vectors_closed_vs_simulated": max(vector_diffs) if vector_diffs else None,
         "wall_s": time.perf_counter() - started,
     }
     write_json(out_path / f"{NAME}.json", report)
@@ -232,13 +358,42 @@ def run_theorem1(
     return report
 
 
+@dataclass
+class _Vectors:
+    """One ``n``'s test vectors, by coordinates: ``random [k, n]`` in the basis ``[U, U⊥]`` (the
+    first ``r`` along ``U``), ``in_range [k, r_max]`` along ``U``; ``directions`` draws the
+    null-space directions of the explicit vectors."""
+
+    random: torch.Tensor
+    in_range: torch.Tensor
+    directions: torch.Generator
+
+
 def _row(
-    n: int, r: int, s_all: torch.Tensor, u_all: torch.Tensor | None, lam: float
+    n: int,
+    r: int,
+    s_all: torch.Tensor,
+    u_all: torch.Tensor | None,
+    lam: float,
+    vectors: _Vectors,
 ) -> dict[str, Any]:
     """One sweep row: closed form from ``s_all[:r]``; simulated too when ``u_all`` is given."""
     s = s_all[:r]
     closed = closed_form_errors(s, n, lam)
-    sim = None if u_all is None else simulated_errors(u_all[:, :r], s, lam)
+    random_c, random_perp = vectors.random[:, :r], vectors.random[:, r:].square().sum(dim=1)
+    range_c = vectors.in_range[:, :r]
+    range_perp = torch.zeros(range_c.shape[0], dtype=torch.float64)
+    random_err = vector_errors(s, random_c, random_perp, lam)
+    range_err = vector_errors(s, range_c, range_perp, lam)
+    sim = sim_random = sim_range = None
+    if u_all is not None:
+        u = u_all[:, :r]
+        explicit = [
+            explicit_vectors(u, random_c, random_perp, vectors.directions),
+            explicit_vectors(u, range_c, range_perp, vectors.directions),
+        ]
+        sim = simulated_errors(u, s, lam, explicit)
+        sim_random, sim_range = (float(e.mean()) for e in sim["vector_errors"])
     return {
         "n": n,
         "r": r,
@@ -251,15 +406,23 @@ def _row(
         "error_vs_identity_simulated": None if sim is None else sim["error_vs_identity"],
         "bound_vs_identity": closed["bound_vs_identity"],
         "sqrt_ratio": math.sqrt(r / n),
+        "vector_error_random": float(random_err.mean()),
+        "vector_error_random_max": float(random_err.max()),
+        "vector_error_random_simulated": sim_random,
+        "vector_error_range": float(range_err.mean()),
+        "vector_error_range_min": float(range_err.min()),
+        "vector_error_range_simulated": sim_range,
     }
 
 
 def plot_theorem1(report: dict[str, Any], heat: tuple[torch.Tensor, int, int], path: Path) -> Path:
-    """Heat maps of ``H`` and ``H + λI`` (each / max|·|), error vs ``r/n`` and vs ``λ``."""
+    """Heat maps of ``H`` and ``H + λI`` (each / max|·|); matrix error vs ``r/n`` and vs ``λ``;
+    vector errors (random, in range(H)) vs ``r/n``; real query gradients per block if measured."""
     plt = pyplot()
     h, n, r = heat
     lam = report["settings"]["damping"]
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    fig, grid = plt.subplots(2, 3, figsize=(18, 9.6))
+    axes = grid.ravel()
     for ax, mat, title in (
         (axes[0], h, f"H (n={n}, r={r})"),
         (axes[1], h + lam * torch.eye(n, dtype=h.dtype), f"H + λI (λ={lam:g})"),
@@ -285,7 +448,7 @@ def plot_theorem1(report: dict[str, Any], heat: tuple[torch.Tensor, int, int], p
     ax.set_yscale("log")
     ax.set_xlabel("r / n")
     ax.set_ylabel("‖(H+λI)⁻¹ − I/λ‖_F / ‖(H+λI)⁻¹‖_F")
-    ax.set_title(f"error vs r/n (λ={lam:g}); dashed: bound")
+    ax.set_title(f"matrix error vs r/n (λ={lam:g}); dashed: bound")
     ax.legend(fontsize=8)
     ax = axes[3]
     for i, n_i in enumerate(dims):
@@ -294,6 +457,16 @@ def plot_theorem1(report: dict[str, Any], heat: tuple[torch.Tensor, int, int], p
         x = [row["lambda"] for row in rows]
         ax.plot(x, [row["error"] for row in rows], "o-", color=c, label=f"n={n_i}")
         ax.plot(x, [row["bound"] for row in rows], "--", color=c, alpha=0.7)
+    last = sorted(
+        (row for row in report["lambda_sweep"] if row["n"] == dims[-1]), key=lambda r: r["lambda"]
+    )
+    ax.plot(
+        [row["lambda"] for row in last],
+        [row["vector_error_range"] for row in last],
+        "s:",
+        color="black",
+        label=f"v in range(H), n={dims[-1]}",
+    )
     ax.axvline(lam, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -301,5 +474,55 @@ def plot_theorem1(report: dict[str, Any], heat: tuple[torch.Tensor, int, int], p
     ax.set_ylabel("relative error")
     ax.set_title(f"error vs λ (r/n = {report['settings']['sweep_ratio']:.3g}); dashed: bound")
     ax.legend(fontsize=8)
+    ax = axes[4]
+    for i, n_i in enumerate(dims):
+        rows = [row for row in report["rank_sweep"] if row["n"] == n_i]
+        x = [row["ratio"] for row in rows]
+        c = colors[i % len(colors)]
+        ax.plot(x, [row["error"] for row in rows], "o-", color=c, label=f"matrix, n={n_i}")
+        ax.plot(x, [row["vector_error_random"] for row in rows], "v--", color=c, label="random v")
+        ax.plot(
+            x, [row["vector_error_range"] for row in rows], "s:", color=c, label="v in range(H)"
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("r / n")
+    ax.set_ylabel("‖(H+λI)⁻¹v − v/λ‖ / ‖(H+λI)⁻¹v‖")
+    ax.set_title(f"on vectors (λ={lam:g}, mean of {report['settings']['n_vectors']} each)")
+    ax.legend(fontsize=7, ncol=len(dims))
+    _plot_gradients(axes[5], report.get("gradients"))
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _plot_gradients(ax: Any, gradients: dict[str, Any] | None) -> None:
+    """Per LoRA block: the query gradients' vector error and the block's matrix error vs r/d."""
+    if not gradients:
+        ax.axis("off")
+        ax.text(
+            0.5,
+            0.5,
+            "no fine-tuned model given\n(--model/--adapter/--train/--queries)",
+            ha="center",
+            va="center",
+        )
+        return
+    blocks = list(gradients["blocks"].values())
+    x = [b["rank"] / b["d"] for b in blocks]
+    for key, marker, label in (
+        ("error", "o", "query gradients"),
+        ("error_in_range", "^", "their part in range(H)"),
+        ("matrix_error", "x", "matrix (Frobenius)"),
+    ):
+        ys = [json_float(b.get(key)) for b in blocks]
+        ax.scatter(x, [float("nan") if y is None else y for y in ys], marker=marker, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rank(H_b) / d_b")
+    ax.set_ylabel("relative error vs I/λ_b")
+    q = gradients["queries_summary"]
+    ax.set_title(
+        f"fine-tuned model, {len(blocks)} LoRA blocks: query error {q['error_mean']:.3g} (mean)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
