@@ -16,6 +16,7 @@ from attriblm.metrics.ranking import (
     bootstrap_ci,
     cover,
     evaluate_scores,
+    per_query_values,
     precision_at_k,
     rank_train,
     recall_at_k,
@@ -199,6 +200,16 @@ def test_evaluate_scores_structure_and_extra_k():
         assert lo <= out[name]["value"] <= hi
     with pytest.raises(ConfigError, match="n_harmful"):
         evaluate_scores(SCORES, QUERY, TRAIN, extra_k={"n_harmful": 99})
+
+
+def test_per_query_values_average_to_the_reported_metrics():
+    values = per_query_values(SCORES, QUERY, TRAIN, k=3)
+    out = evaluate_scores(SCORES, QUERY, TRAIN, k=3, n_boot=10)
+    assert values["acc"].tolist() == [1.0, 0.0]
+    assert values["cover"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert values["auprc"].tolist() == pytest.approx([0.7, 5 / 12])
+    for name in ("acc", "cover", "auprc", "auroc"):
+        assert values[name].mean() == pytest.approx(out[name]["value"]), name
 
 
 def test_missing_labels_and_shape_mismatch():

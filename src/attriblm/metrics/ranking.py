@@ -271,6 +271,32 @@ def auroc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
     return _mean(_per_query_curve(s, q, t, roc_auc_score))
 
 
+def per_query_values(
+    scores: Any,
+    query_labels: Labels,
+    train_labels: Labels,
+    *,
+    k: int | None = None,
+    tie_seed: int = TIE_SEED,
+) -> dict[str, np.ndarray]:
+    """Each query's own Acc (0/1), Cover (precision at Cover's ``k``), AUPRC and AUROC.
+
+    Returns ``{"acc", "cover", "auprc", "auroc"}`` → ``[n_query]`` float64, NaN where a value is
+    undefined for that query (as :func:`auprc`); the NaN-skipping mean of each is the value
+    :func:`evaluate_scores` reports with the same ``k`` and ``tie_seed``. For bootstraps that
+    resample queries of several methods together.
+    """
+    s = _as_scores(scores)
+    q, t, _ = _encode(s, query_labels, train_labels)
+    rel = _ranked_relevance(s, q, t, tie_seed)
+    return {
+        "acc": _per_query_top1(rel),
+        "cover": _per_query_precision(rel, _resolve_k(k, train_labels, s.shape[1])),
+        "auprc": _per_query_curve(s, q, t, average_precision_score),
+        "auroc": _per_query_curve(s, q, t, roc_auc_score),
+    }
+
+
 def bootstrap_ci(
     values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float]:

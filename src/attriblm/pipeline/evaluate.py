@@ -10,7 +10,7 @@ from attriblm.io import load_tensors, read_json, read_yaml, write_json
 from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
 
 
-def _labels(path: Path, source: str | None = None) -> list[str]:
+def read_labels(path: Path, source: str | None = None) -> list[str]:
     """Labels of a run's ``data/*.jsonl``; DataError naming the line (and the data it came from)
     if the file is missing or malformed or an example has no label."""
     if not path.is_file():
@@ -64,8 +64,8 @@ def evaluate_run(
         tie_seed = run_tie_seed(info)
     config_path = run_dir / "config.yaml"
     config = (read_yaml(config_path) or {}) if config_path.is_file() else {}
-    train_labels = _labels(run_dir / "data" / "train.jsonl", config.get("train"))
-    query_labels = _labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
+    train_labels = read_labels(run_dir / "data" / "train.jsonl", config.get("train"))
+    query_labels = read_labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
     results: dict[str, dict] = {}
     for name in method_names(run_dir):
         scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
