@@ -19,6 +19,7 @@ from attriblm.data.tokenize import (
     collate_prompts,
     encode_examples,
     encode_prompts,
+    loss_mask_identity,
     response_flags_by_prefix,
     tokens_and_response_flags,
 )
@@ -118,6 +119,11 @@ def test_paper_mask_truncates_as_the_tokenizer_does(tokenizer, examples):
     assert item.truncated
     assert item.input_ids == tokenizer(full_text)["input_ids"][:8]  # BOS kept where it is added
     assert item.attention_mask == [1] * 8
+
+
+def test_only_the_revised_paper_mask_changes_its_cache_identity():
+    assert loss_mask_identity("paper") == "paper:left-padded"  # earlier caches are not reused
+    assert [loss_mask_identity(m) for m in ("response", "full")] == ["response", "full"]
 
 
 def test_paper_mask_follows_the_tokenizers_truncation_side(bos_tokenizer, examples):

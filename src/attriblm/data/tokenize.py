@@ -46,6 +46,9 @@ from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.train.loss import IGNORE_INDEX
 
 LOSS_MASKS = ("response", "full", "paper")
+# A mask whose tokenisation changed gets a revision; cache keys of fine-tunes and feature stores
+# include it (:func:`loss_mask_identity`), so results of an earlier tokenisation are not reused.
+LOSS_MASK_REVISIONS = {"paper": "left-padded"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ def check_loss_mask(loss_mask: str) -> None:
         raise ConfigError(
             f"--loss-mask: unknown loss mask {loss_mask!r}; valid values: {', '.join(LOSS_MASKS)}"
         )
+
+
+def loss_mask_identity(loss_mask: str) -> str:
+    """``loss_mask`` plus its revision, if it has one (``paper:left-padded``): for cache keys."""
+    revision = LOSS_MASK_REVISIONS.get(loss_mask)
+    return loss_mask if revision is None else f"{loss_mask}:{revision}"
 
 
 def check_max_length(max_length: int, minimum: int) -> None:

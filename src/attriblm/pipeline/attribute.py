@@ -44,7 +44,12 @@ from attriblm import __version__
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_same_formatting, check_template
-from attriblm.data.tokenize import check_loss_mask, encode_examples, encode_prompts
+from attriblm.data.tokenize import (
+    check_loss_mask,
+    encode_examples,
+    encode_prompts,
+    loss_mask_identity,
+)
 from attriblm.dist import SINGLE, Dist
 from attriblm.dist import current as current_dist
 from attriblm.errors import AttriblmError, ConfigError
@@ -277,7 +282,7 @@ def compute_features(
     data = _digest_examples(examples)
     if need_grads or need_kfac or checkpoints:
         encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
-    grad_key = settings_key({"data": data, "loss_mask": settings.loss_mask})
+    grad_key = settings_key({"data": data, "loss_mask": loss_mask_identity(settings.loss_mask)})
 
     def gradients(start: int, stop: int, on_batch=None) -> dict[str, torch.Tensor]:
         return per_example_gradients(
@@ -294,7 +299,7 @@ def compute_features(
         grads_kind, kfac_kind = f"grads:{role}", f"kfac:{role}"
         kinds = {grads_kind: grad_key}
         if need_kfac:
-            kinds[kfac_kind] = settings_key({"data": data, "loss_mask": settings.loss_mask})
+            kinds[kfac_kind] = grad_key
         collector = KFACCollector(model) if need_kfac else None
 
         def grads_and_sums(lo: int, hi: int) -> Computed:
