@@ -178,7 +178,9 @@ def _spearman_rows(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 10) -> float:
-    ta, tb = a.topk(k, dim=1).indices, b.topk(k, dim=1).indices
+    from attriblm.metrics.ranking import rank_train  # the metrics' ranking, ties included
+
+    ta, tb = rank_train(a)[:, :k], rank_train(b)[:, :k]
     shared = [len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(ta, tb, strict=True)]
     return sum(shared) / len(shared)
 

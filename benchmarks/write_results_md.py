@@ -33,11 +33,12 @@ Machine: {machine}.
 ## The study's grid on the default model
 
 The `quick` preset is sized for a 2-core CPU (docs/DESIGN.md §6 sizes are the `paper` preset)
-and uses a CPU fine-tuning recipe ({quick}), **not the study's** ({paper}): absolute numbers are not
-comparable with the paper's tables, the ordering of methods is what is checked below.
-`response` = loss on response tokens only; `paper` = the study's mask (full sequence, pads
-included). Acc and Cover as in docs/DESIGN.md §4; "–" = undefined (e.g. a task without the classes a
-metric needs). Times are upper bounds: the first invocation shared the 2 cores with other jobs
+and uses a CPU fine-tuning recipe ({quick}), **not the study's** ({paper}): absolute numbers are
+not comparable with the paper's tables, the ordering of methods is what is checked below.
+`response` = loss on response tokens only; `paper` = the study's mask (EOS pads on the left
+to the max length, loss on every token, pads included; docs/METHODS.md "Loss masks"). Acc and
+Cover as in docs/DESIGN.md §4; "–" = undefined (e.g. a task without the classes a metric
+needs). Times are upper bounds: the first invocation shared the 2 cores with other jobs
 (test runs) for part of its run.
 
 """

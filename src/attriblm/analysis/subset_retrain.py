@@ -3,8 +3,10 @@
 1. A fresh adapter is fine-tuned on the whole training set (a copy of the plain base model).
 2. On that model each method scores the validation queries (``[n_query, n_train]``, larger =
    more supportive; features computed once, :func:`attriblm.analysis._retrain.score_methods`).
-3. Per method the subset is the union over queries of each query's top-``k`` training rows
-   (ties: lower train index first), so its size is at most ``k · n_query`` (and ``n_train``).
+3. Per method the subset is the union over queries of each query's top-``k`` training rows in
+   the metrics' ranking (:func:`attriblm.metrics.ranking.rank_train`: equal scores in a seeded
+   random order per query, never file order), so its size is at most ``k · n_query`` (and
+   ``n_train``).
 4. A fresh adapter is fine-tuned on each subset with the same settings (same epochs, so a
    smaller subset takes fewer optimiser steps), and on a seeded random subset of the same size
    (one draw per distinct size, shared by methods with that size).
@@ -46,6 +48,7 @@ from attriblm.analysis.generation import (
 from attriblm.data.schema import Example
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
+from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings
 from attriblm.progress import StageProgress
@@ -60,15 +63,16 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
-def top_k_union(scores: torch.Tensor, k: int) -> list[int]:
+def top_k_union(scores: torch.Tensor, k: int, tie_seed: int = TIE_SEED) -> list[int]:
     """Sorted union over queries of each row's top-``k`` columns of ``scores [n_query, n_train]``.
 
-    Ranking is a stable sort on ``-score`` (equal scores: lower train index first).
+    Ranking is :func:`attriblm.metrics.ranking.rank_train` (score descending; equal scores in
+    the per-query permutation seeded by ``tie_seed``).
     """
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
     k = min(k, scores.size(1))
-    order = torch.argsort(-scores.double(), dim=1, stable=True)[:, :k]
+    order = rank_train(scores, tie_seed)[:, :k]
     return sorted({int(i) for i in order.flatten().tolist()})
 
 
@@ -209,6 +213,7 @@ def run_subset_retrain(
         "settings": {
             "k": k,
             "seed": seed,
+            "tie_seed": TIE_SEED,
             "train": train_settings.to_dict(),
             "batch_size": settings.batch_size,
             "damping_mode": settings.damping_mode,
@@ -228,7 +233,7 @@ def run_subset_retrain(
             )
         ),
         "subset_rule": f"union over queries of each query's top-{k} training rows by score "
-        "(stable sort on −score); random = seeded sample of the same size",
+        f"({TIE_RULE}; tie_seed {TIE_SEED}); random = seeded sample of the same size",
         "expected": expected,
         "wall_s": time.perf_counter() - started,
     }

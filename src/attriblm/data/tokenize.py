@@ -8,8 +8,9 @@ Conventions:
 - Text is tokenised with the tokenizer's default special tokens (e.g. a BOS if it adds one),
   except when the text already starts with the BOS string (chat templates that write it), where
   adding another would double it.
-- Truncation is on the right (``ids[:max_length]``) for training examples and on the left for
-  prompts (so the last prompt token, the one RepSim reads, survives).
+- Truncation is on the right (``ids[:max_length]``) for training examples under ``response`` /
+  ``full``, by the tokenizer itself under ``paper`` (as the study's code does), and on the left
+  for prompts (so the last prompt token, the one RepSim reads, survives).
 
 Loss masks (:data:`LOSS_MASKS`):
 
@@ -18,8 +19,17 @@ Loss masks (:data:`LOSS_MASKS`):
   is a response token when it ends after the prompt text's last character. Tokenizers without
   offsets fall back to "the first ``len(tokenize(prompt_text))`` tokens are the prompt".
 - ``full``: EOS is appended; loss on every real token.
-- ``paper``: the study's reference: no EOS appended, right-padded to exactly ``max_length`` with
-  EOS as the pad token, ``labels = input_ids`` everywhere including the pads, attention 0 on pads.
+- ``paper``: the study's reference tokenisation, which sets ``padding_side = 'left'`` and
+  ``pad_token = eos_token`` and calls the tokenizer with ``padding='max_length'``,
+  ``truncation=True``, ``max_length``, keeping ``labels = input_ids``. Here: the text is
+  tokenised by the tokenizer itself with ``truncation=True, max_length=max_length`` (its own
+  truncation side and special tokens, so a BOS where it adds one), no EOS is appended, and EOS
+  pads are put *before* the text up to exactly ``max_length`` tokens; attention is 0 on the pads
+  and ``labels = input_ids`` everywhere, pads included. The model is then called without
+  ``position_ids``, as the reference does, so positions are the model's default ``0 … T-1``
+  across pads and text (HF Llama: ``arange``); with rotary embeddings the offset does not change
+  how real tokens attend to each other. The pad positions are in the loss: their outputs are
+  whatever the model's attention implementation makes of a fully masked row.
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.train.loss import IGNORE_INDEX
 
 LOSS_MASKS = ("response", "full", "paper")
+# A mask whose tokenisation changed gets a revision; cache keys of fine-tunes and feature stores
+# include it (:func:`loss_mask_identity`), so results of an earlier tokenisation are not reused.
+LOSS_MASK_REVISIONS = {"paper": "left-padded"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,12 @@ def check_loss_mask(loss_mask: str) -> None:
         raise ConfigError(
             f"--loss-mask: unknown loss mask {loss_mask!r}; valid values: {', '.join(LOSS_MASKS)}"
         )
+
+
+def loss_mask_identity(loss_mask: str) -> str:
+    """``loss_mask`` plus its revision, if it has one (``paper:left-padded``): for cache keys."""
+    revision = LOSS_MASK_REVISIONS.get(loss_mask)
+    return loss_mask if revision is None else f"{loss_mask}:{revision}"
 
 
 def check_max_length(max_length: int, minimum: int) -> None:
@@ -81,8 +100,9 @@ def encode_examples(
 ) -> list[EncodedExample]:
     """Tokenise examples for training / gradients under ``loss_mask`` (see the module docstring).
 
-    ``source`` names the data in errors. Examples longer than ``max_length`` are truncated on the
-    right and flagged ``truncated=True``; DataError if truncation leaves no loss token.
+    ``source`` names the data in errors. Examples longer than ``max_length`` are truncated (see
+    the module docstring) and flagged ``truncated=True``; DataError if truncation leaves no loss
+    token.
     """
     check_template(template)
     check_loss_mask(loss_mask)
@@ -122,13 +142,21 @@ def encode_masked(
 
 
 def encode_paper(full_text: str, tokenizer: Any, max_length: int, eos: int) -> EncodedExample:
-    """``paper`` mask: pad to ``max_length`` with EOS, labels = input_ids including pads."""
-    ids = tokenize(full_text, tokenizer)
-    truncated = len(ids) > max_length
-    ids = ids[:max_length]
+    """``paper`` mask: the study's left EOS padding to ``max_length``, labels = input_ids.
+
+    Returns lists of exactly ``max_length`` tokens: ``[eos] * n_pad + ids`` with attention
+    ``[0] * n_pad + [1] * len(ids)``; ``ids`` is the tokenizer's own truncated encoding.
+    """
+    add = add_special_tokens_for(full_text, tokenizer)
+    ids = list(
+        tokenizer(full_text, add_special_tokens=add, truncation=True, max_length=max_length)[
+            "input_ids"
+        ]
+    )
+    truncated = len(tokenize(full_text, tokenizer)) > max_length
     n_pad = max_length - len(ids)
-    input_ids = ids + [eos] * n_pad
-    return EncodedExample(input_ids, [1] * len(ids) + [0] * n_pad, list(input_ids), truncated)
+    input_ids = [eos] * n_pad + ids
+    return EncodedExample(input_ids, [0] * n_pad + [1] * len(ids), list(input_ids), truncated)
 
 
 def encode_prompts(
@@ -195,6 +223,7 @@ def collate(encoded: Sequence[EncodedExample], pad_token_id: int) -> dict[str, t
     """Right-pad a batch: ``input_ids`` (pad_token_id), ``attention_mask`` (0), ``labels`` (-100).
 
     All three are long tensors of shape ``[b, T]`` with ``T`` the longest example in the batch.
+    ``paper`` rows are all ``max_length`` long (left-padded already), so they get no extra pad.
     """
     return {
         "input_ids": pad_right([e.input_ids for e in encoded], pad_token_id),

@@ -8,8 +8,10 @@ computed by :func:`~attriblm.train.loss.model_per_example_loss`),
 so row ``i`` of the batch carries exactly example ``i``'s gradient: one forward and one backward
 per batch instead of one per example.
 
-Right padding is exact: with causal attention a pad token never influences an earlier token, and
-pads outside the loss get ``δ = 0``.
+Padding is exact either way. Right padding (``response`` / ``full``): with causal attention a pad
+token never influences an earlier token, and pads outside the loss get ``δ = 0``. Left padding
+(``paper``, every row exactly ``max_length``): the pads are in the loss and carry gradient like
+any token; attention never mixes rows of a batch, so each row is still one example's gradient.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def per_example_gradients(
     Args:
         model: a PEFT-wrapped causal LM; evaluated in ``eval()`` mode (LoRA dropout off).
         encoded: tokenised examples with loss labels (see :mod:`attriblm.data.tokenize`).
-        pad_token_id: id used to right-pad a batch.
+        pad_token_id: id used to right-pad a batch (``paper`` rows are full-length already).
         batch_size: examples per forward/backward pass.
         progress: called with the number of examples finished in each batch.
         names: optional per-example names used in error messages (e.g. ``train.jsonl row 7``).

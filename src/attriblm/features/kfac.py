@@ -22,7 +22,7 @@ the last position whose label is in the loss. Exactly these positions can carry 
 output at ``t`` only influences the losses of labels ``t+1, …``; later positions (the final EOS
 under the ``response`` / ``full`` masks) and the batch's right padding have ``δ = 0`` and are
 excluded from ``A`` as well as ``S``. Under the ``paper`` mask, whose labels include the EOS
-padding of each example, those pad positions carry gradient and are counted.
+padding in front of each example's text, those pad positions carry gradient and are counted.
 """
 
 from __future__ import annotations

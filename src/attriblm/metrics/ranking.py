@@ -5,9 +5,17 @@ Conventions:
 * ``scores`` is ``[n_query, n_train]`` (torch or numpy); larger = ranked first (docs/DESIGN.md §2).
 * A training example is *relevant* to a query when it has the query's label (labels are the
   study's ``variation`` strings).
-* **Ties** (rank-based metrics: Acc, Cover, precision@k, recall@k) are broken by the lower train
-  index: the ranking is a stable sort on ``-scores``. AUPRC / AUROC use scikit-learn, which
-  treats tied scores as tied rather than ordering them.
+* **Ranking and ties:** :func:`rank_train` is the one ranking of training rows used everywhere
+  (these metrics, ``topk.jsonl``, reports, subset retraining). It sorts by score, descending;
+  equal scores are ordered by a seeded random permutation of the train rows drawn per query
+  (``numpy.random.default_rng((tie_seed, query))``), never by file order: task builders list the
+  target class first, so "lower index first" would turn exact ties into hits and inflate Acc and
+  Cover. The seed (default :data:`TIE_SEED`) is recorded with the results, and
+  :func:`evaluate_scores` counts the queries whose top-k boundary falls inside a group of equal
+  scores (where the seed decides the metric). AUPRC / AUROC use scikit-learn, which handles ties
+  its own way without the seed: ``average_precision_score`` and ``roc_auc_score`` put tied
+  scores at one threshold (a tied group enters the precision-recall curve as one step, and a
+  tied positive-negative pair counts one half in ROC AUC), so they do not depend on any order.
 * Per-query values are averaged over queries; confidence intervals are percentile bootstraps
   over queries. Queries for which a metric is undefined (recall@k with no relevant training
   example; AUPRC / AUROC when the relevance row is all 0 or all 1) are skipped and counted.
@@ -27,7 +35,12 @@ from attriblm.errors import ConfigError, DataError
 
 Labels = Sequence[str | None]
 
-TIE_RULE = "stable sort on -score: equal scores rank the lower train index first"
+TIE_SEED = 0
+TIE_RULE = (
+    "score descending; equal scores in the order of a random permutation of the train rows "
+    "drawn per query from numpy.random.default_rng((tie_seed, query))"
+)
+AUC_TIE_RULE = "scikit-learn: tied scores share one threshold (no tie-breaking order)"
 PAPER_K_RULE = "n_train // n_classes (the paper's)"
 
 
@@ -67,10 +80,62 @@ def _encode(
     return q, t, len(set(train_labels))
 
 
-def _ranked_relevance(scores: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
+def tie_permutation(n_train: int, query: int, tie_seed: int = TIE_SEED) -> np.ndarray:
+    """``[n_train]`` int64: the random order in which query ``query``'s tied rows are ranked."""
+    return np.random.default_rng((int(tie_seed), int(query))).permutation(n_train)
+
+
+def rank_train(
+    scores: Any, tie_seed: int = TIE_SEED, *, queries: Sequence[int] | None = None
+) -> np.ndarray:
+    """Training rows in rank order per query: ``[m, n_train]`` int64, column 0 = top.
+
+    Args:
+        scores: ``[m, n_train]`` (torch or numpy); larger = more supportive = ranked first.
+        tie_seed: seed of the tie-breaking permutations (see the module docstring).
+        queries: the query index of each row of ``scores`` (default ``0 … m-1``), so that ranking
+            a single query's row gives the same order as ranking the whole matrix.
+
+    Equal scores follow :func:`tie_permutation` for that query; NaN scores rank last.
+    """
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().to("cpu", torch.float64).numpy()
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise DataError(f"scores must be a 2-D [n_query, n_train] matrix, got shape {s.shape}")
+    m, n = s.shape
+    rows = range(m) if queries is None else [int(q) for q in queries]
+    if len(rows) != m:
+        raise ValueError(f"rank_train: {len(rows)} query indices for {m} score rows")
+    order = np.empty((m, n), dtype=np.int64)
+    for i, query in enumerate(rows):
+        perm = tie_permutation(n, query, tie_seed)
+        order[i] = perm[np.argsort(-s[i, perm], kind="stable")]
+    return order
+
+
+def run_tie_seed(info: dict[str, Any]) -> int:
+    """The tie seed a run's ``run.json`` records under ``ranking.tie_seed`` (runs made before it
+    was recorded: :data:`TIE_SEED`, the seed they would be re-ranked with)."""
+    ranking = info.get("ranking")
+    seed = ranking.get("tie_seed") if isinstance(ranking, dict) else None
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else TIE_SEED
+
+
+def ties_at_boundary(scores: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
+    """``[m]`` bool: the score ranked ``k`` equals the one ranked ``k + 1`` (the top-k set then
+    depends on the tie-breaking permutation). Always False when ``k >= n_train``."""
+    if k >= scores.shape[1]:
+        return np.zeros(scores.shape[0], dtype=bool)
+    ranked = np.take_along_axis(scores, order[:, k - 1 : k + 1], axis=1)
+    return ranked[:, 0] == ranked[:, 1]
+
+
+def _ranked_relevance(
+    scores: np.ndarray, q: np.ndarray, t: np.ndarray, tie_seed: int = TIE_SEED
+) -> np.ndarray:
     """``[m, n]`` bool: is the train example at rank ``r`` (0 = top) relevant to query ``i``."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return t[order] == q[:, None]
+    return t[rank_train(scores, tie_seed)] == q[:, None]
 
 
 def default_k(train_labels: Labels) -> int:
@@ -128,34 +193,54 @@ def _mean(values: np.ndarray) -> float:
 # ---- public metrics ----------------------------------------------------------------------
 
 
-def top1_accuracy(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
-    """Acc: fraction of queries whose top-ranked training example has the query's label."""
+def top1_accuracy(
+    scores: Any, query_labels: Labels, train_labels: Labels, *, tie_seed: int = TIE_SEED
+) -> float:
+    """Acc: fraction of queries whose top-ranked training example (:func:`rank_train`) has the
+    query's label."""
     s = _as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
-    return _mean(_per_query_top1(_ranked_relevance(s, q, t)))
+    return _mean(_per_query_top1(_ranked_relevance(s, q, t, tie_seed)))
 
 
 def precision_at_k(
-    scores: Any, query_labels: Labels, train_labels: Labels, k: int | None = None
+    scores: Any,
+    query_labels: Labels,
+    train_labels: Labels,
+    k: int | None = None,
+    *,
+    tie_seed: int = TIE_SEED,
 ) -> float:
     """Mean over queries of ``|top-k with the query's label| / k`` (default k: the paper's)."""
     s = _as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     k = _resolve_k(k, train_labels, s.shape[1])
-    return _mean(_per_query_precision(_ranked_relevance(s, q, t), k))
+    return _mean(_per_query_precision(_ranked_relevance(s, q, t, tie_seed), k))
 
 
-def cover(scores: Any, query_labels: Labels, train_labels: Labels, k: int | None = None) -> float:
+def cover(
+    scores: Any,
+    query_labels: Labels,
+    train_labels: Labels,
+    k: int | None = None,
+    *,
+    tie_seed: int = TIE_SEED,
+) -> float:
     """Cover (the paper's): precision@k with ``k = n_train // n_classes`` unless ``k`` is given.
 
     ``n_classes`` is the number of distinct train labels. ConfigError if ``k`` is outside
     ``[1, n_train]``.
     """
-    return precision_at_k(scores, query_labels, train_labels, k)
+    return precision_at_k(scores, query_labels, train_labels, k, tie_seed=tie_seed)
 
 
 def recall_at_k(
-    scores: Any, query_labels: Labels, train_labels: Labels, k: int | None = None
+    scores: Any,
+    query_labels: Labels,
+    train_labels: Labels,
+    k: int | None = None,
+    *,
+    tie_seed: int = TIE_SEED,
 ) -> float:
     """Mean over queries of ``|top-k with the query's label| / |train with the query's label|``.
 
@@ -164,13 +249,14 @@ def recall_at_k(
     s = _as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     k = _resolve_k(k, train_labels, s.shape[1])
-    return _mean(_per_query_recall(_ranked_relevance(s, q, t), k))
+    return _mean(_per_query_recall(_ranked_relevance(s, q, t, tie_seed), k))
 
 
 def auprc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
     """Mean per-query average precision (sklearn) with relevance = same label.
 
-    Queries whose relevance row is all 0 or all 1 are skipped (NaN if all are).
+    Tied scores form one threshold (no tie-breaking order is involved). Queries whose relevance
+    row is all 0 or all 1 are skipped (NaN if all are).
     """
     s = _as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
@@ -178,10 +264,37 @@ def auprc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
 
 
 def auroc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
-    """Mean per-query ROC AUC (sklearn) with relevance = same label; skips as :func:`auprc`."""
+    """Mean per-query ROC AUC (sklearn) with relevance = same label; a tied relevant / irrelevant
+    pair counts one half. Skips as :func:`auprc`."""
     s = _as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     return _mean(_per_query_curve(s, q, t, roc_auc_score))
+
+
+def per_query_values(
+    scores: Any,
+    query_labels: Labels,
+    train_labels: Labels,
+    *,
+    k: int | None = None,
+    tie_seed: int = TIE_SEED,
+) -> dict[str, np.ndarray]:
+    """Each query's own Acc (0/1), Cover (precision at Cover's ``k``), AUPRC and AUROC.
+
+    Returns ``{"acc", "cover", "auprc", "auroc"}`` → ``[n_query]`` float64, NaN where a value is
+    undefined for that query (as :func:`auprc`); the NaN-skipping mean of each is the value
+    :func:`evaluate_scores` reports with the same ``k`` and ``tie_seed``. For bootstraps that
+    resample queries of several methods together.
+    """
+    s = _as_scores(scores)
+    q, t, _ = _encode(s, query_labels, train_labels)
+    rel = _ranked_relevance(s, q, t, tie_seed)
+    return {
+        "acc": _per_query_top1(rel),
+        "cover": _per_query_precision(rel, _resolve_k(k, train_labels, s.shape[1])),
+        "auprc": _per_query_curve(s, q, t, average_precision_score),
+        "auroc": _per_query_curve(s, q, t, roc_auc_score),
+    }
 
 
 def bootstrap_ci(
@@ -228,14 +341,18 @@ def evaluate_scores(
     extra_k: dict[str, int] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    tie_seed: int = TIE_SEED,
 ) -> dict[str, Any]:
     """Every ranking metric of one score matrix, JSON-serialisable.
 
     Returns a dict with ``acc``, ``cover``, ``precision_at_k``, ``recall_at_k``, ``auprc``,
-    ``auroc`` (each ``{"value", "ci95": [lo, hi], "n_used", "skipped"}``, the k-based ones also
-    ``"k"``), ``cover@<name>`` for each ``extra_k`` entry (e.g. ``{"n_harmful": 20}``),
-    ``cover_k`` and ``cover_k_rule``, ``n_query``, ``n_train``, ``n_classes``, and the tie and
-    bootstrap settings. ``precision_at_k`` uses Cover's k, so it equals ``cover`` (Cover *is*
+    ``auroc`` (each ``{"value", "ci95": [lo, hi], "n_used", "skipped"}``, the rank-based ones
+    also ``"k"`` and ``"ties_at_k"``: how many queries have equal scores across their top-k
+    boundary, so that the tie-breaking permutation decides part of the value), ``cover@<name>``
+    for each ``extra_k`` entry (e.g. ``{"n_harmful": 20}``), ``cover_k`` and ``cover_k_rule``,
+    ``n_query``, ``n_train``, ``n_classes``, ``ties`` (``{"rule", "tie_seed", "auc"}``) and the
+    bootstrap settings (``seed`` seeds the bootstrap, ``tie_seed`` the ranking:
+    :func:`rank_train`). ``precision_at_k`` uses Cover's k, so it equals ``cover`` (Cover *is*
     precision@k with the paper's k); ``recall_at_k`` uses the same k. Undefined values are
     ``None``.
     """
@@ -247,24 +364,30 @@ def evaluate_scores(
         name: _check_k(value, n_train, f"k for cover@{name}")
         for name, value in (extra_k or {}).items()
     }
-    rel = _ranked_relevance(s, q, t)
+    order = rank_train(s, tie_seed)
+    rel = t[order] == q[:, None]
     boot = {"n_boot": n_boot, "seed": seed}
-    precision = _summary(_per_query_precision(rel, cover_k), **boot, k=cover_k)
+
+    def at_k(values: np.ndarray, k_used: int) -> dict[str, Any]:
+        tied = int(ties_at_boundary(s, order, k_used).sum())
+        return _summary(values, **boot, k=k_used, ties_at_k=tied)
+
+    precision = at_k(_per_query_precision(rel, cover_k), cover_k)
     out: dict[str, Any] = {
         "n_query": n_query,
         "n_train": n_train,
         "n_classes": n_classes,
         "cover_k": cover_k,
         "cover_k_rule": PAPER_K_RULE if k is None else "explicit (--k)",
-        "acc": _summary(_per_query_top1(rel), **boot),
+        "acc": at_k(_per_query_top1(rel), 1),
         "cover": {**precision, "ci95": list(precision["ci95"])},
         "precision_at_k": precision,
-        "recall_at_k": _summary(_per_query_recall(rel, cover_k), **boot, k=cover_k),
+        "recall_at_k": at_k(_per_query_recall(rel, cover_k), cover_k),
         "auprc": _summary(_per_query_curve(s, q, t, average_precision_score), **boot),
         "auroc": _summary(_per_query_curve(s, q, t, roc_auc_score), **boot),
     }
     for name, value in extra.items():
-        out[f"cover@{name}"] = _summary(_per_query_precision(rel, value), **boot, k=value)
-    out["ties"] = TIE_RULE
+        out[f"cover@{name}"] = at_k(_per_query_precision(rel, value), value)
+    out["ties"] = {"rule": TIE_RULE, "tie_seed": int(tie_seed), "auc": AUC_TIE_RULE}
     out["bootstrap"] = {"n_boot": n_boot, "seed": seed, "level": 0.95, "unit": "query"}
     return out

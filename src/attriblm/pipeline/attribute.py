@@ -8,6 +8,7 @@ Run directory (docs/DESIGN.md §2)::
     factors/<method>.safetensors fitted K-FAC / EK-FAC eigenbases and eigenvalues (train side;
                                  reuse with ``AttributeSettings.factors`` / ``--factors``)
     topk.jsonl                   per method and query: the top-k training rows (index, score, label)
+                                 in the metrics' ranking (ties: ``run.json`` ``ranking``)
     data/{train,queries}.jsonl   the examples in file order (labels for ``evaluate``)
 
 The directory is built in a temporary sibling and moved into place only when complete.
@@ -43,7 +44,12 @@ from attriblm import __version__
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_same_formatting, check_template
-from attriblm.data.tokenize import check_loss_mask, encode_examples, encode_prompts
+from attriblm.data.tokenize import (
+    check_loss_mask,
+    encode_examples,
+    encode_prompts,
+    loss_mask_identity,
+)
 from attriblm.dist import SINGLE, Dist
 from attriblm.dist import current as current_dist
 from attriblm.errors import AttriblmError, ConfigError
@@ -65,6 +71,7 @@ from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.methods.streaming import STREAMABLE, streamed_output
+from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.progress import StageProgress
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
@@ -275,7 +282,7 @@ def compute_features(
     data = _digest_examples(examples)
     if need_grads or need_kfac or checkpoints:
         encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
-    grad_key = settings_key({"data": data, "loss_mask": settings.loss_mask})
+    grad_key = settings_key({"data": data, "loss_mask": loss_mask_identity(settings.loss_mask)})
 
     def gradients(start: int, stop: int, on_batch=None) -> dict[str, torch.Tensor]:
         return per_example_gradients(
@@ -292,7 +299,7 @@ def compute_features(
         grads_kind, kfac_kind = f"grads:{role}", f"kfac:{role}"
         kinds = {grads_kind: grad_key}
         if need_kfac:
-            kinds[kfac_kind] = settings_key({"data": data, "loss_mask": settings.loss_mask})
+            kinds[kfac_kind] = grad_key
         collector = KFACCollector(model) if need_kfac else None
 
         def grads_and_sums(lo: int, hi: int) -> Computed:
@@ -414,14 +421,24 @@ def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     return create_method(name, **options)
 
 
-def _topk_rows(method: str, scores: torch.Tensor, train: Sequence[Example], k: int) -> list[dict]:
+def _topk_rows(
+    method: str, scores: torch.Tensor, train: Sequence[Example], k: int, tie_seed: int = TIE_SEED
+) -> list[dict]:
+    """Per query the top-``k`` training rows of ``scores [n_query, n_train]`` in the metrics'
+    ranking (:func:`attriblm.metrics.ranking.rank_train`, ties by the seeded permutation)."""
     k = min(k, scores.size(1))
-    values, indices = torch.topk(scores, k, dim=1)
+    order = rank_train(scores, tie_seed)[:, :k]
+    values = scores.detach().cpu()
     rows = []
     for q in range(scores.size(0)):
         top = [
-            {"rank": r + 1, "index": int(i), "score": float(v), "label": train[int(i)].label}
-            for r, (v, i) in enumerate(zip(values[q], indices[q], strict=True))
+            {
+                "rank": r + 1,
+                "index": int(i),
+                "score": float(values[q, i]),
+                "label": train[int(i)].label,
+            }
+            for r, i in enumerate(order[q])
         ]
         rows.append({"method": method, "query": q, "top": top})
     return rows
@@ -548,6 +565,7 @@ def attribute(
             "n_query": len(queries),
             "loss_mask": settings.loss_mask,
             "template": settings.template,
+            "ranking": {"ties": TIE_RULE, "tie_seed": TIE_SEED},
             "truncated": {"train": train_truncated, "queries": query_truncated},
             "blocks": (
                 {b: list(g.shape[1:]) for b, g in train_features.grads.items()}

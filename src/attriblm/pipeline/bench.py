@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from attriblm.data.tasks import PRESETS, build_task
+from attriblm.data.tokenize import loss_mask_identity
 from attriblm.data.writers import write_dataset
 from attriblm.errors import ConfigError
 from attriblm.io import read_json, write_json, write_text
@@ -95,7 +96,9 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
 def _finetuned(
     model: str, train, settings: TrainSettings, cache: Path, source: str, progress, computed
 ):
-    key = content_key(model_key(model), examples_key(train), settings.to_dict())
+    identity = loss_mask_identity(settings.loss_mask)
+    revision = [identity] if identity != settings.loss_mask else []  # other masks: keys unchanged
+    key = content_key(model_key(model), examples_key(train), settings.to_dict(), *revision)
     out = cache / "finetune" / key
     # The final adapter is saved (atomically) after the last epoch: its presence means complete;
     # train_log.json alone does not (it is rewritten after every epoch).

@@ -7,28 +7,38 @@ files), so a document built from it carries no hand-typed number.
 The study's qualitative findings checked here (arXiv 2409.19998):
 
 - ``repsim_ahead``: representation similarity (RepSim) is far ahead of the influence functions on
-  harmful-data identification and backdoor detection;
-- ``lissa_paper_like_gradsim``: the paper's LiSSA ranks training rows like gradient similarity;
-- ``math_easy``: class attribution on math is easy for every method;
+  harmful-data identification and backdoor detection: repsim − best influence function ≥ 0.2;
+- ``lissa_paper_like_gradsim``: the paper's LiSSA ranks training rows like gradient similarity
+  (mean per-query Spearman ≥ 0.9);
+- ``math_easy``: class attribution on math is easy for every method: the lowest method ≥ 0.8;
 - ``exact_not_better``: the exact inverse (an influence function without approximation error)
-  does not beat Hessian-free gradient similarity: mean Cover over all tasks, exact ≤ gradsim.
+  does not beat Hessian-free gradient similarity: exact − gradsim ≤ 0 over all tasks.
+
+The three comparative ones are decided on Cover and AUPRC with bootstrap intervals over queries
+(:mod:`attriblm.pipeline.claims`), with Acc beside them: Acc saturates at 1.0 once every query
+has one clearly relevant neighbour and then cannot separate methods.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from attriblm.errors import AttriblmError
 from attriblm.io import load_tensors, read_json
+from attriblm.metrics.ranking import per_query_values, run_tie_seed
+from attriblm.pipeline import claims
+from attriblm.pipeline.evaluate import read_labels
 
 INFLUENCE_METHODS = ("datainf", "lissa-paper", "lissa", "exact", "cg", "kfac", "ekfac")
 IDENTIFICATION_PREFIXES = ("harmful", "backdoor")
-# "Far ahead" / "easy" thresholds used to say agree / disagree; stated in the document.
+# "Far ahead" / "easy" / "ranks like" thresholds of the verdicts; stated in the document.
 AHEAD_MARGIN = 0.2
-EASY_ACC = 0.8
+EASY_FLOOR = 0.8
+LISSA_SPEARMAN = 0.9
 
 
 def read_results(out_dir: Path | str) -> list[dict]:
@@ -101,93 +111,104 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def findings(out_dir: Path | str) -> list[dict]:
-    """Each study finding, per loss mask: the measured numbers and whether this run agrees.
+def per_query_table(out_dir: Path | str) -> dict[tuple[str, str, str], dict[str, np.ndarray]]:
+    """``(task, loss_mask, method) → {"acc", "cover", "auprc", "auroc"}`` per-query values.
 
-    Each entry: ``{"finding", "loss_mask", "agrees": bool | None, "numbers": {...}}``;
-    ``agrees`` is ``None`` when the grid lacks the tasks or methods the finding needs.
+    Recomputed from each run's score files and labels with the k (``cover.k``) and tie seed
+    the task's ``metrics.json`` was made with, so their means are the numbers in
+    ``results.csv`` (:func:`attriblm.metrics.ranking.per_query_values`).
+    """
+    out_dir = Path(out_dir)
+    table = {}
+    for metrics_path in sorted(out_dir.glob("*/*/metrics.json")):
+        report = read_json(metrics_path)
+        run = _run_dir(out_dir, report)
+        train = read_labels(run / "data" / "train.jsonl")
+        queries = read_labels(run / "data" / "queries.jsonl")
+        tie_seed = report.get("tie_seed")
+        if tie_seed is None:
+            tie_seed = run_tie_seed(read_json(run / "run.json"))
+        for method, metrics in report["methods"].items():
+            scores = load_tensors(run / "scores" / f"{method}.safetensors")["scores"]
+            table[(report["task"], report["loss_mask"], method)] = per_query_values(
+                scores, queries, train, k=metrics["cover"]["k"], tie_seed=tie_seed
+            )
+    return table
+
+
+def findings(
+    out_dir: Path | str, *, n_boot: int = claims.N_BOOT, seed: int = claims.BOOT_SEED
+) -> list[dict]:
+    """Each study finding, per loss mask: the measured numbers and the verdict.
+
+    Each entry: ``{"finding", "loss_mask", "verdict", "numbers": {...}}`` with ``verdict`` one
+    of ``agrees``, ``does not agree``, ``inconclusive``, ``not measured``. The comparative
+    findings are checked on Cover and AUPRC with bootstrap intervals over queries
+    (:mod:`attriblm.pipeline.claims`; Acc is reported beside them); the LiSSA one on the
+    Spearman agreement of the two methods' scores.
     """
     out_dir = Path(out_dir)
     rows = read_results(out_dir)
     index = {(r["task"], r["loss_mask"], r["method"]): r for r in rows}
+    table = per_query_table(out_dir)
     tasks = sorted({r["task"] for r in rows})
     methods = sorted({r["method"] for r in rows})
+    boot = {"n_boot": n_boot, "seed": seed}
     results = []
     for mask in sorted({r["loss_mask"] for r in rows}):
         ident = [t for t in tasks if t.startswith(IDENTIFICATION_PREFIXES)]
         influence = [m for m in INFLUENCE_METHODS if m in methods]
-        repsim = _mean([index.get((t, mask, "repsim"), {}).get("acc") for t in ident])
-        per_if = {
-            m: _mean([index.get((t, mask, m), {}).get("acc") for t in ident]) for m in influence
-        }
-        best_if = max((v for v in per_if.values() if v is not None), default=None)
-        agrees = None if repsim is None or best_if is None else repsim >= best_if + AHEAD_MARGIN
-        results.append(
-            {
-                "finding": "repsim_ahead",
-                "loss_mask": mask,
-                "agrees": agrees,
-                "numbers": {"tasks": ident, "repsim_acc": repsim, "influence_acc": per_if},
-            }
-        )
-        rhos, acc_gaps = {}, []
-        for task in tasks:
-            if (task, mask, "lissa-paper") not in index or (task, mask, "gradsim") not in index:
-                continue
-            report = read_json(out_dir / task / mask / "metrics.json")
-            scores = _run_dir(out_dir, report) / "scores"
-            lissa = load_tensors(scores / "lissa-paper.safetensors")["scores"].double().numpy()
-            grad = load_tensors(scores / "gradsim.safetensors")["scores"].double().numpy()
-            rhos[task] = mean_rank_agreement(lissa, grad)
-            lissa_acc = index[(task, mask, "lissa-paper")]["acc"]
-            grad_acc = index[(task, mask, "gradsim")]["acc"]
-            if lissa_acc is not None and grad_acc is not None:
-                acc_gaps.append(abs(lissa_acc - grad_acc))
-        mean_rho = _mean(list(rhos.values()))
-        results.append(
-            {
-                "finding": "lissa_paper_like_gradsim",
-                "loss_mask": mask,
-                "agrees": None if mean_rho is None else mean_rho >= 0.9,
-                "numbers": {
-                    "spearman_per_task": rhos,
-                    "mean_spearman": mean_rho,
-                    "max_acc_gap": max(acc_gaps) if acc_gaps else None,
-                },
-            }
-        )
-        math_acc = {
-            m: index[("math", mask, m)]["acc"] for m in methods if ("math", mask, m) in index
-        }
-        results.append(
-            {
-                "finding": "math_easy",
-                "loss_mask": mask,
-                "agrees": None if not math_acc else min(math_acc.values()) >= EASY_ACC,
-                "numbers": {"acc": math_acc, "min_acc": min(math_acc.values(), default=None)},
-            }
-        )
-        covers = {
-            m: _mean([index.get((t, mask, m), {}).get("cover") for t in tasks])
-            for m in ("exact", "gradsim")
-        }
-        results.append(
-            {
-                "finding": "exact_not_better",
-                "loss_mask": mask,
-                "agrees": None if None in covers.values() else covers["exact"] <= covers["gradsim"],
-                "numbers": {"tasks": tasks, "mean_cover": covers},
-            }
-        )
+        results.append(claims.repsim_ahead(table, mask, ident, influence, AHEAD_MARGIN, **boot))
+        results.append(_lissa_like_gradsim(out_dir, index, tasks, mask))
+        results.append(claims.every_method_high(table, mask, "math", methods, EASY_FLOOR, **boot))
+        results.append(claims.exact_not_better(table, mask, tasks, **boot))
     return results
+
+
+def _lissa_like_gradsim(out_dir: Path, index: dict, tasks: list[str], mask: str) -> dict:
+    rhos, acc_gaps = {}, []
+    for task in tasks:
+        if (task, mask, "lissa-paper") not in index or (task, mask, "gradsim") not in index:
+            continue
+        report = read_json(out_dir / task / mask / "metrics.json")
+        scores = _run_dir(out_dir, report) / "scores"
+        lissa = load_tensors(scores / "lissa-paper.safetensors")["scores"].double().numpy()
+        grad = load_tensors(scores / "gradsim.safetensors")["scores"].double().numpy()
+        rhos[task] = mean_rank_agreement(lissa, grad)
+        lissa_acc = index[(task, mask, "lissa-paper")]["acc"]
+        grad_acc = index[(task, mask, "gradsim")]["acc"]
+        if lissa_acc is not None and grad_acc is not None:
+            acc_gaps.append(abs(lissa_acc - grad_acc))
+    mean_rho = _mean(list(rhos.values()))
+    if mean_rho is None:
+        verdict = "not measured"
+    else:
+        verdict = "agrees" if mean_rho >= LISSA_SPEARMAN else "does not agree"
+    return {
+        "finding": "lissa_paper_like_gradsim",
+        "loss_mask": mask,
+        "verdict": verdict,
+        "numbers": {
+            "spearman_per_task": rhos,
+            "mean_spearman": mean_rho,
+            "max_acc_gap": max(acc_gaps) if acc_gaps else None,
+        },
+    }
 
 
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _verdict(agrees: bool | None) -> str:
-    return {True: "**agrees**", False: "**does not agree**", None: "not measured"}[agrees]
+def _ci(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    if entry["value"] is None:
+        return "–"
+    return f"{entry['value']:+.3f} [{_f(lo)}, {_f(hi)}]"
+
+
+def _verdict(verdict: str) -> str:
+    return "not measured" if verdict == "not measured" else f"**{verdict}**"
 
 
 def _command(grid: dict, out_dir: str) -> str:
@@ -197,43 +218,114 @@ def _command(grid: dict, out_dir: str) -> str:
     return " ".join(parts)
 
 
+def _metric_parts(item: dict, describe: Callable[[dict], str]) -> str:
+    """``Cover +0.1 [a, b] (…) → agrees; AUPRC …; Acc (beside, not used) …``."""
+    parts = []
+    for metric, entry in item["numbers"]["metrics"].items():
+        label = claims.METRIC_LABELS[metric]
+        if metric not in item["numbers"]["verdict_metrics"]:
+            label += " (beside, not used for the verdict)"
+        detail = describe(entry)
+        parts.append(
+            f"{label} {_ci(entry)}" + (f" ({detail})" if detail else "") + f" → {entry['verdict']}"
+        )
+    return "; ".join(parts)
+
+
+def _bootstrap_note(item: dict) -> str:
+    b = item["numbers"]["bootstrap"]
+    return (
+        f"95% percentile bootstrap over queries ({b['n_boot']} draws, seed {b['seed']}, "
+        "resampled within each task, paired across methods)"
+    )
+
+
+def _criterion(item: dict, claim: str) -> str:
+    n = item["numbers"]
+    side, c = n["side"], n["threshold"]
+    other = "<" if side == ">=" else ">"
+    shown = "≥" if side == ">=" else "≤"
+    return (
+        f"Criterion: {claim} {shown} {c:g}; per metric, agrees when the whole 95% interval is "
+        f"{shown} {c:g}, does not agree when it is wholly {other} {c:g}, otherwise "
+        "inconclusive; the finding agrees (does not agree) when Cover and AUPRC both do, and is "
+        "inconclusive otherwise"
+    )
+
+
+def _repsim_line(item: dict) -> str:
+    n, mask = item["numbers"], item["loss_mask"]
+
+    def describe(entry: dict) -> str:
+        if entry.get("repsim") is None or "best_influence" not in entry:
+            return ""
+        best = entry["best_influence"]
+        return f"repsim {_f(entry['repsim'])}, best influence function {best} " + _f(
+            entry["influence"][best]
+        )
+
+    return (
+        "- *RepSim far ahead of influence functions on harmful / backdoor identification* "
+        f"(loss mask `{mask}`; tasks {', '.join(n['tasks']) or 'none'}): repsim minus the best "
+        "influence function, mean over tasks, with its "
+        f"{_bootstrap_note(item)}: {_metric_parts(item, describe)}. "
+        f"{_criterion(item, 'difference')}. This run {_verdict(item['verdict'])}."
+    )
+
+
+def _exact_line(item: dict) -> str:
+    n, mask = item["numbers"], item["loss_mask"]
+
+    def describe(entry: dict) -> str:
+        if entry.get("exact") is None or entry.get("gradsim") is None:
+            return ""
+        return f"exact {_f(entry['exact'])}, gradsim {_f(entry['gradsim'])}"
+
+    return (
+        f"- *The exact inverse does not beat gradient similarity* (loss mask `{mask}`): exact "
+        f"minus gradsim, mean over all {len(n['tasks'])} tasks, with its "
+        f"{_bootstrap_note(item)}: {_metric_parts(item, describe)}. "
+        f"{_criterion(item, 'difference')}. This run {_verdict(item['verdict'])}."
+    )
+
+
+def _math_line(item: dict) -> str:
+    mask = item["loss_mask"]
+
+    def describe(entry: dict) -> str:
+        if "lowest" not in entry:
+            return ""
+        return f"lowest: {entry['lowest']}"
+
+    return (
+        f"- *Math is easy for every method* (loss mask `{mask}`): the lowest method's mean on "
+        f"math, with its {_bootstrap_note(item)}: {_metric_parts(item, describe)}. "
+        f"{_criterion(item, 'lowest method')}. This run {_verdict(item['verdict'])}."
+    )
+
+
+def _lissa_line(item: dict) -> str:
+    n, mask = item["numbers"], item["loss_mask"]
+    per_task = ", ".join(f"{t} {_f(v)}" for t, v in n["spearman_per_task"].items())
+    return (
+        f"- *Paper-style LiSSA ranks like gradient similarity* (loss mask `{mask}`): mean "
+        f"per-query Spearman of lissa-paper vs gradsim scores {_f(n['mean_spearman'])} "
+        f"({per_task}); largest Acc gap {_f(n['max_acc_gap'])}. Criterion: mean "
+        f"Spearman ≥ {LISSA_SPEARMAN}. This run {_verdict(item['verdict'])}."
+    )
+
+
+_LINES = {
+    "repsim_ahead": _repsim_line,
+    "lissa_paper_like_gradsim": _lissa_line,
+    "math_easy": _math_line,
+    "exact_not_better": _exact_line,
+}
+
+
 def findings_markdown(items: list[dict]) -> str:
-    """Plain-language lines, one per finding × loss mask, with the measured numbers."""
-    lines = []
-    for item in items:
-        n, mask = item["numbers"], item["loss_mask"]
-        if item["finding"] == "repsim_ahead":
-            per_if = ", ".join(f"{m} {_f(v)}" for m, v in n["influence_acc"].items())
-            lines.append(
-                f"- *RepSim far ahead of influence functions on harmful / backdoor "
-                f"identification* (loss mask `{mask}`): mean Acc over {', '.join(n['tasks'])}: "
-                f"repsim {_f(n['repsim_acc'])}; {per_if}. Criterion: repsim ≥ best influence "
-                f"function + {AHEAD_MARGIN}. This run {_verdict(item['agrees'])}."
-            )
-        elif item["finding"] == "lissa_paper_like_gradsim":
-            per_task = ", ".join(f"{t} {_f(v)}" for t, v in n["spearman_per_task"].items())
-            lines.append(
-                f"- *Paper-style LiSSA ranks like gradient similarity* (loss mask `{mask}`): mean "
-                f"per-query Spearman of lissa-paper vs gradsim scores {_f(n['mean_spearman'])} "
-                f"({per_task}); largest Acc gap {_f(n['max_acc_gap'])}. Criterion: mean "
-                f"Spearman ≥ 0.9. This run {_verdict(item['agrees'])}."
-            )
-        elif item["finding"] == "math_easy":
-            accs = ", ".join(f"{m} {_f(v)}" for m, v in n["acc"].items())
-            lines.append(
-                f"- *Math is easy for every method* (loss mask `{mask}`): Acc {accs}; minimum "
-                f"{_f(n['min_acc'])}. Criterion: every method ≥ {EASY_ACC}. This run "
-                f"{_verdict(item['agrees'])}."
-            )
-        elif item["finding"] == "exact_not_better":
-            covers = n["mean_cover"]
-            lines.append(
-                f"- *The exact inverse does not beat gradient similarity* (loss mask `{mask}`): "
-                f"mean Cover over all {len(n['tasks'])} tasks: exact {_f(covers['exact'])}, "
-                f"gradsim {_f(covers['gradsim'])}. Criterion: exact ≤ gradsim. This run "
-                f"{_verdict(item['agrees'])}."
-            )
-    return "\n".join(lines)
+    """Plain-language lines, one per finding × loss mask: numbers, criterion, verdict."""
+    return "\n".join(_LINES[item["finding"]](item) for item in items)
 
 
 def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None) -> str:
@@ -271,6 +363,13 @@ def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None
         lines += [f"![results]({image})", ""]
     lines += [
         "### The study's findings, checked on this run",
+        "",
+        "The comparative findings are decided on Cover and AUPRC, each with a 95% bootstrap "
+        "interval over queries. Acc is shown beside them but not used: it asks only whether the "
+        "top-1 row is relevant, so it saturates at 1.0 as soon as every query has one clearly "
+        "relevant neighbour, and then cannot separate methods. A verdict is "
+        "*inconclusive* when an interval contains the criterion's threshold or Cover and AUPRC "
+        "disagree.",
         "",
         findings_markdown(findings(out_dir)),
     ]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
 from attriblm.io import load_tensors, read_json, read_yaml, write_json
-from attriblm.metrics.ranking import evaluate_scores
+from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
 
 
-def _labels(path: Path, source: str | None = None) -> list[str]:
+def read_labels(path: Path, source: str | None = None) -> list[str]:
     """Labels of a run's ``data/*.jsonl``; DataError naming the line (and the data it came from)
     if the file is missing or malformed or an example has no label."""
     if not path.is_file():
@@ -47,30 +47,41 @@ def evaluate_run(
     k: int | None = None,
     extra_k: dict[str, int] | None = None,
     n_boot: int = 1000,
+    tie_seed: int | None = None,
 ) -> dict:
     """Compute every metric for every method of a run; writes and returns ``metrics.json``.
 
     Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
     :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
+    ``tie_seed`` defaults to the one the run ranked ``topk.jsonl`` with (``run.json``
+    ``ranking.tie_seed``), so the metrics and the top-k file break ties the same way.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
         raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
     info = read_json(run_dir / "run.json")
+    if tie_seed is None:
+        tie_seed = run_tie_seed(info)
     config_path = run_dir / "config.yaml"
     config = (read_yaml(config_path) or {}) if config_path.is_file() else {}
-    train_labels = _labels(run_dir / "data" / "train.jsonl", config.get("train"))
-    query_labels = _labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
+    train_labels = read_labels(run_dir / "data" / "train.jsonl", config.get("train"))
+    query_labels = read_labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
     results: dict[str, dict] = {}
     for name in method_names(run_dir):
         scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
         metrics = evaluate_scores(
-            scores, query_labels, train_labels, k=k, extra_k=extra_k, n_boot=n_boot
+            scores,
+            query_labels,
+            train_labels,
+            k=k,
+            extra_k=extra_k,
+            n_boot=n_boot,
+            tie_seed=tie_seed,
         )
         metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
         results[name] = metrics
     if not results:
         raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
-    report = {"run": str(run_dir), "k": k, "methods": results}
+    report = {"run": str(run_dir), "k": k, "tie_seed": tie_seed, "methods": results}
     write_json(run_dir / "metrics.json", report)
     return report

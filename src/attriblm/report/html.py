@@ -325,7 +325,8 @@ def run_sections(run: RunData, *, k: int, prefix: str = "", max_queries: int | N
     parts.append(
         f'<section id="{prefix}queries" class="queries"><h2>Queries</h2>'
         f'<p class="note">{_e(shown)}; top-{k_eff} training rows per method, ranked by score '
-        "(larger = more supportive). ✓: same label as the query; ✗: a different label. "
+        "(larger = more supportive; equal scores in the run's seeded random tie order, as in "
+        "the metrics). ✓: same label as the query; ✗: a different label. "
         "Rows are 1-based.</p>" + "".join(queries) + "</section>"
     )
     return "\n".join(parts)

@@ -6,8 +6,9 @@ method has no score file), ``metrics.json`` and ``*.png``. Nothing is written.
 
 Indices: ``query`` and training ``index`` values are 0-based positions in the query / train
 file; displayed "rows" are 1-based (``row = index + 1``), as in attriblm's error messages.
-Ranking follows the metrics' tie rule (stable sort on ``-score``: equal scores rank the lower
-train index first), so a report's top-1 agrees with ``Acc``.
+Ranking is the metrics' (:func:`attriblm.metrics.ranking.rank_train`: score descending, ties by a
+per-query permutation seeded with the run's ``run.json`` ``ranking.tie_seed``), so a report's
+top-k agrees with ``topk.jsonl``, ``Acc`` and ``Cover``.
 """
 
 from __future__ import annotations
@@ -183,18 +184,21 @@ def _attach_metrics(run: RunData, compute: bool) -> None:
     elif not labelled:
         run.metrics_note = "no metrics.json, and some examples have no label: nothing to score"
     else:
-        from attriblm.metrics.ranking import evaluate_scores
+        from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
 
+        tie_seed = run_tie_seed(run.info)
         train_labels = [r.get("label") for r in run.train]
         query_labels = [r.get("label") for r in run.queries]
         methods = {}
         for name in run.methods:
             if name not in run.scores:
                 continue
-            metrics = evaluate_scores(run.scores[name], query_labels, train_labels)
+            metrics = evaluate_scores(
+                run.scores[name], query_labels, train_labels, tie_seed=tie_seed
+            )
             metrics["seconds"] = run.info.get("methods", {}).get(name, {}).get("seconds")
             methods[name] = metrics
-        run.metrics = {"run": str(run.path), "k": None, "methods": methods}
+        run.metrics = {"run": str(run.path), "k": None, "tie_seed": tie_seed, "methods": methods}
         run.metrics_source = "computed"
         run.metrics_note = (
             "computed for this report from the score files (not saved); "
@@ -212,9 +216,11 @@ def top_hits(run: RunData, method: str, query: int, k: int) -> list[Hit]:
     """The ``k`` highest-scoring training examples of 0-based ``query`` under ``method``."""
     query_label = run.queries[query].get("label")
     if method in run.scores:
+        from attriblm.metrics.ranking import rank_train, run_tie_seed
+
         row = run.scores[method][query]
-        order = np.argsort(-row, kind="stable")[: min(k, row.size)]
-        pairs = [(int(i), float(row[i])) for i in order]
+        order = rank_train(row[None, :], run_tie_seed(run.info), queries=[query])[0]
+        pairs = [(int(i), float(row[i])) for i in order[: min(k, row.size)]]
     else:
         stored = run.stored_topk.get((method, query), [])
         pairs = [(int(t["index"]), float(t["score"])) for t in stored[:k]]
