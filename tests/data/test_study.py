@@ -171,3 +171,12 @@ def test_study_cpu_sizes_and_overrides():
         study_sizes("math", "study-cpu", {"n_train_per_class": 0})
     with pytest.raises(ConfigError, match="unknown preset 'quick' for --data-dir"):
         study_sizes("math", "quick")
+
+
+def test_study_cpu_sizes_are_the_quick_builder_sizes():
+    """So a study grid and a builder grid at CPU size compare row for row."""
+    from attriblm.data.tasks import PRESETS
+
+    for task, sizes in STUDY_PRESETS["study-cpu"].items():
+        quick = {k: v for k, v in PRESETS[task]["quick"].items() if k != "n_harmful_train"}
+        assert sizes == quick, task
