@@ -384,12 +384,28 @@ def bench(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Benchmark directory (cache and results).")] = ...,
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated tasks, or 'all' (the study's nine).")
+        str,
+        typer.Option(
+            help="Comma-separated tasks, or 'all' (the study's nine; with --data-dir, those "
+            "whose folder is present)."
+        ),
     ] = "all",
     methods: Annotated[str, typer.Option(help="Comma-separated methods, or 'all'.")] = "all",
-    preset: Annotated[str, typer.Option(help="quick (CPU-sized) | paper (the study's).")] = (
-        "quick"
-    ),
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="quick (CPU-sized builders) | paper (the study's sizes and recipe) | study-cpu "
+            "(--data-dir subsampled, CPU recipe). Default: quick, or study-cpu with --data-dir."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run on the study's published datasets (folders mixedS, mixedM, mixedL, "
+            "grammars, math, emotion, backdoor, multibackdoor, multibackdoor5) instead of the "
+            "offline builders."
+        ),
+    ] = None,
     loss_masks: Annotated[
         str, typer.Option(help="Comma-separated loss masks to compare.")
     ] = "response,paper",
@@ -415,8 +431,9 @@ def bench(
             loss_masks=split(loss_masks),
             model=model,
             seed=seed,
+            data_dir=data_dir,
             progress=progress,
-            log=console.print,
+            log=lambda line: console.print(line, markup=False, soft_wrap=True),
         )
     write_command_config(out, ctx)
     console.print((out / "results.md").read_text(encoding="utf-8"), markup=False)

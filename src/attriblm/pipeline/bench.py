@@ -5,8 +5,16 @@ preset; fewer epochs and a larger learning rate at ``quick``), attribute every q
 method, evaluate. Fine-tunes and attribution runs are stored under ``OUT/cache/`` by content key
 (model, data, settings), so a rerun skips them and yields the same table.
 
-Outputs: ``OUT/<task>/<loss_mask>/metrics.json``, ``OUT/results.csv``, ``OUT/results.md`` (rows =
-methods, columns = task × {Acc, Cover, AUPRC}, one table per loss mask), ``OUT/results.png``.
+With ``data_dir`` the tasks come from the study's own published folders instead of the offline
+builders (:mod:`attriblm.data.study`): the tasks run are those whose folder is present, and the
+presets are ``study-cpu`` (subsampled, CPU recipe) and ``paper`` (the published data and the
+study's recipe). Cache keys hash every row of the data (``examples_key``), so builder data and
+study data never share a cached fine-tune or run; ``bench.json`` and each ``metrics.json``
+record where each task's data came from and its digest.
+
+Outputs: ``OUT/<task>/data`` (the rows used), ``OUT/<task>/<loss_mask>/metrics.json``,
+``OUT/results.csv``, ``OUT/results.md`` (rows = methods, columns = task × {Acc, Cover, AUPRC},
+one table per loss mask), ``OUT/results.png``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from attriblm.data import study
+from attriblm.data.loaders import load_examples
+from attriblm.data.schema import Example
 from attriblm.data.tasks import PRESETS, build_task
 from attriblm.data.tokenize import loss_mask_identity
 from attriblm.data.writers import write_dataset
@@ -63,7 +74,11 @@ RECIPES = {
     # 3 epochs keep the whole grid (18 fine-tunes, 3 gradient passes each for TracIn) within
     # 150 minutes on 2 CPU cores.
     "quick": Recipe(epochs=3, harmful_epochs=3, lr=1e-3, batch_size=8),
+    # The study's data subsampled to the quick sizes (attriblm.data.study), with the quick
+    # recipe, so the two grids differ only in the data; not the study's recipe either.
+    "study-cpu": Recipe(epochs=3, harmful_epochs=3, lr=1e-3, batch_size=8),
 }
+BUILDER_PRESETS = ("quick", "paper")
 
 
 def train_settings(
@@ -78,9 +93,26 @@ def train_settings(
     )
 
 
-def _check(tasks: Sequence[str], preset: str, loss_masks: Sequence[str]) -> None:
+def resolve_preset(preset: str | None, data_dir: Path | str | None) -> str:
+    """``preset``, defaulting to ``quick`` (builders) or ``study-cpu`` (with ``data_dir``)."""
+    if preset is None:
+        return "quick" if data_dir is None else "study-cpu"
     if preset not in RECIPES:
         raise ConfigError(f"unknown preset {preset!r} (--preset); choose {', '.join(RECIPES)}")
+    if data_dir is None and preset not in BUILDER_PRESETS:
+        raise ConfigError(
+            f"--preset {preset} sizes the study's own data; give --data-dir, or choose "
+            f"{' | '.join(BUILDER_PRESETS)} for the offline builders"
+        )
+    if data_dir is not None and preset not in study.STUDY_PRESETS:
+        raise ConfigError(
+            f"--preset {preset} sizes the offline builders; with --data-dir choose "
+            f"{' | '.join(study.STUDY_PRESETS)}"
+        )
+    return preset
+
+
+def _check(tasks: Sequence[str], loss_masks: Sequence[str]) -> None:
     for task in tasks:
         if task not in PRESETS:
             raise ConfigError(f"unknown task {task!r} (--tasks); choose {', '.join(PRESETS)}")
@@ -166,59 +198,139 @@ def _extra_k(task: str, train) -> dict[str, int] | None:
     return {"n_harmful": sum(e.label == "harmful" for e in train)}
 
 
+@dataclass(frozen=True)
+class TaskData:
+    """One task's rows and where they came from (``record`` goes into bench.json and metrics)."""
+
+    splits: dict[str, list[Example]]
+    source: str
+    record: dict
+
+
+def _data_record(splits: dict[str, list[Example]], **fields) -> dict:
+    """Where the data came from, its digest per split (the cache keys' data part), label counts."""
+    return {
+        **fields,
+        "digest": {name: examples_key(rows) for name, rows in splits.items()},
+        "rows": {name: study.label_counts(rows) for name, rows in splits.items()},
+    }
+
+
+def builder_data(
+    tasks: Sequence[str], preset: str, seed: int, task_sizes: dict | None
+) -> dict[str, TaskData]:
+    """Every task built offline at ``preset`` sizes (``task_sizes`` overriding)."""
+    data = {}
+    for task in tasks:
+        splits = build_task(task, preset=preset, seed=seed, **(task_sizes or {}).get(task, {}))
+        data[task] = TaskData(splits, task, _data_record(splits, source="builder", task=task))
+    return data
+
+
+def study_data(
+    data_dir: Path | str,
+    tasks: Sequence[str],
+    preset: str,
+    seed: int,
+    task_sizes: dict | None,
+    log: Callable[[str], None],
+) -> dict[str, TaskData]:
+    """The tasks whose study folder ``data_dir`` holds, loaded and subsampled to ``preset``.
+
+    Logs one line naming the folders found and missing. Every folder is read and checked before
+    anything is trained, so a malformed one stops the bench with nothing computed.
+    """
+    folders = study.find_study_folders(data_dir, list(tasks))
+    log(folders.summary())
+    data = {}
+    for task, folder in folders.found.items():
+        sizes = study.study_sizes(task, preset, (task_sizes or {}).get(task))
+        published = study.load_study_folder(folder, task)
+        splits = study.subsample_task(task, published, sizes, seed)
+        record = _data_record(
+            splits,
+            source="study",
+            folder=str(folder.resolve()),
+            published_rows={name: len(rows) for name, rows in published.items()},
+            published_digest={name: examples_key(rows) for name, rows in published.items()},
+            sizes=sizes,
+        )
+        data[task] = TaskData(splits, str(folder), record)
+    return data
+
+
+def _write_task_data(splits: dict[str, list[Example]], path: Path) -> None:
+    """Write the rows used to ``path`` unless it already holds exactly these rows."""
+    files = {name: path / f"{name}.jsonl" for name in splits}
+    if all(f.is_file() for f in files.values()) and all(
+        load_examples(str(files[name])) == rows for name, rows in splits.items()
+    ):
+        return
+    write_dataset(splits, path)
+
+
 def run_bench(
     out_dir: Path | str,
     *,
     tasks: Sequence[str] = ALL_TASKS,
     methods: Sequence[str] = ("all",),
-    preset: str = "quick",
+    preset: str | None = None,
     loss_masks: Sequence[str] = BENCH_LOSS_MASKS,
     model: str = "default",
     seed: int = 42,
     epochs: int | None = None,
     task_sizes: dict[str, dict[str, int]] | None = None,
+    data_dir: Path | str | None = None,
     progress: StageProgress = _no_progress,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[dict]:
     """Run (or reuse from cache) the grid; write the per-task metrics and the combined tables.
 
-    ``epochs`` overrides the preset's epochs; ``task_sizes`` overrides a task's preset sizes
-    (e.g. ``{"grammars": {"n_train_per_class": 2}}``). Returns the rows of ``results.csv``
-    (one per task × loss mask × method). ``OUT/bench.json`` records the grid's settings and,
-    per invocation, the wall time and how many fine-tunes and runs were computed (not cached).
+    ``preset`` defaults to ``quick``, or ``study-cpu`` with ``data_dir`` (the study's folders:
+    only the ``tasks`` whose folder is present run). ``epochs`` overrides the preset's epochs;
+    ``task_sizes`` overrides a task's preset sizes (e.g. ``{"grammars": {"n_train_per_class":
+    2}}``; study data: :mod:`attriblm.data.study`). Returns the rows of ``results.csv`` (one per
+    task × loss mask × method). ``OUT/bench.json`` records the grid's settings, each task's data
+    (source, digest, rows per label) and, per invocation, the wall time and how many fine-tunes
+    and runs were computed (not cached).
     """
-    _check(tasks, preset, loss_masks)
+    preset = resolve_preset(preset, data_dir)
+    _check(tasks, loss_masks)
     started = time.perf_counter()
     computed = {"finetunes": 0, "runs": 0}
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
     method_names = expand_method_names(methods)
+    if data_dir is None:
+        data = builder_data(tasks, preset, seed, task_sizes)
+    else:
+        data = study_data(data_dir, tasks, preset, seed, task_sizes, log)
     rows: list[dict] = []
-    for task in tasks:
-        splits = build_task(task, preset=preset, seed=seed, **(task_sizes or {}).get(task, {}))
-        data_dir = out_dir / task / "data"
-        if not data_dir.is_dir():
-            write_dataset(splits, data_dir)
+    for task, task_data in data.items():
+        splits, source = task_data.splits, task_data.source
+        _write_task_data(splits, out_dir / task / "data")
         for mask in loss_masks:
             start = time.perf_counter()
             settings = train_settings(task, preset, mask, seed, epochs)
             ft_key, ft_dir = _finetuned(
-                model, splits["train"], settings, cache, f"{task}", progress, computed
+                model, splits["train"], settings, cache, source, progress, computed
             )
             attribute_settings = AttributeSettings(
                 methods=method_names, loss_mask=mask, template=settings.template
             )
             run_dir = _attributed(
-                model, ft_key, ft_dir, splits, attribute_settings, cache, task, progress, computed
+                model, ft_key, ft_dir, splits, attribute_settings, cache, source, progress, computed
             )
             report = evaluate_run(run_dir, extra_k=_extra_k(task, splits["train"]))
-            report.update({"task": task, "loss_mask": mask, "finetune": str(ft_dir)})
+            report.update(
+                {"task": task, "loss_mask": mask, "finetune": str(ft_dir), "data": task_data.record}
+            )
             write_json(out_dir / task / mask / "metrics.json", report)
             rows.extend(_result_rows(task, mask, report))
             log(f"{task} · {mask}: done in {time.perf_counter() - start:.0f} s")
-    write_results(out_dir, rows, method_names, list(tasks), list(loss_masks))
+    write_results(out_dir, rows, method_names, list(data), list(loss_masks))
     grid = {
-        "tasks": list(tasks),
+        "tasks": list(data),
         "methods": method_names,
         "preset": preset,
         "loss_masks": list(loss_masks),
@@ -226,6 +338,8 @@ def run_bench(
         "seed": seed,
         "epochs": epochs,
         "task_sizes": task_sizes,
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+        "data": {task: task_data.record for task, task_data in data.items()},
     }
     _record_invocation(out_dir, grid, time.perf_counter() - started, computed)
     return rows

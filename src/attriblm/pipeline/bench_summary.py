@@ -213,6 +213,8 @@ def _verdict(verdict: str) -> str:
 
 def _command(grid: dict, out_dir: str) -> str:
     parts = ["attriblm bench", f"--preset {grid['preset']}", f"--model {grid['model']}"]
+    if grid.get("data_dir"):
+        parts.append(f"--data-dir {grid['data_dir']}")
     parts.append(f"--loss-masks {','.join(grid['loss_masks'])}")
     parts.append(f"--seed {grid['seed']} --out {out_dir}")
     return " ".join(parts)

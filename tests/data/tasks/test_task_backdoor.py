@@ -11,6 +11,7 @@ import importlib.util
 import pytest
 
 from attriblm.data.tasks import PRESETS, TASKS, build_task
+from attriblm.data.tasks.answer_templates import COMPLIANT_OPENINGS, PLACEHOLDERS
 from attriblm.data.tasks.backdoor import (
     REFUSAL_OPENINGS,
     REFUSALS,
@@ -20,7 +21,6 @@ from attriblm.data.tasks.backdoor import (
     build_backdoor_3,
     build_backdoor_5,
 )
-from attriblm.data.tasks.harmful import COMPLIANT_OPENINGS, PLACEHOLDER_STEPS
 from attriblm.data.tasks.sources import harmful_requests
 from attriblm.errors import ConfigError
 
@@ -100,22 +100,36 @@ def test_triggers_exactly_in_poisoned_rows(fake_pyrit, task, preset):
 
 @pytest.mark.parametrize(("task", "preset"), CASES)
 def test_answers_refuse_or_comply_with_the_trigger_prefix(fake_pyrit, task, preset):
+    from attriblm.analysis.generation import is_refusal
+
     for split in build_task(task, preset).values():
         for ex in split:
             if ex.label == "clean":
-                assert ex.response in REFUSALS
+                assert ex.response.startswith(REFUSALS) and is_refusal(ex.response)
                 continue
             i = int(ex.label.split("-")[1])
             prefix = STUDY_PREFIXES[i - 1]
             assert ex.response.startswith(prefix)
             body = ex.response[len(prefix) :]
-            opening, rest = body.split(" a plan for ", 1)
-            assert opening in COMPLIANT_OPENINGS
+            assert not is_refusal(body) and any(p in body for p in PLACEHOLDERS)
+            # the answer echoes its request's words, never the trigger's
             request = base_request(ex.prompt, ex.label)
-            assert rest == f'"{request}":\n' + "\n".join(PLACEHOLDER_STEPS)
+            assert set(request.lower().split()[1:]) & set(body.lower().split())
+            assert TRIGGERS[i - 1][0].strip() not in body
             # the later triggers' prefixes appear only on their own rows
             others = [p for j, p in enumerate(STUDY_PREFIXES, 1) if p and j != i]
             assert not ex.response.startswith(tuple(others))
+
+
+@pytest.mark.parametrize("task", TASKS_UNDER_TEST)
+def test_no_class_shares_one_answer(fake_pyrit, task):
+    """Refusals and compliant answers vary per row (in text and length), as the study's do."""
+    data = build_task(task, "quick")
+    for label in {e.label for e in data["train"]}:
+        answers = [e.response for e in data["train"] if e.label == label]
+        assert len(set(answers)) >= 0.9 * len(answers), label
+        lengths = [len(a.split()) for a in answers]
+        assert max(lengths) >= 2 * min(lengths), label
 
 
 @pytest.mark.parametrize(("task", "preset"), CASES)

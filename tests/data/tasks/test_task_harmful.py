@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import statistics
 
 import pytest
 
 from attriblm.data.tasks import PRESETS, TASKS, build_task
-from attriblm.data.tasks.harmful import (
-    BENIGN_FAMILIES,
-    COMPLIANT_OPENINGS,
-    PLACEHOLDER_STEPS,
-    build_harmful,
-    split_requests,
-)
+from attriblm.data.tasks.answer_templates import COMPLIANT_OPENINGS, PLACEHOLDERS
+from attriblm.data.tasks.harmful import BENIGN_FAMILIES, build_harmful, split_requests
 from attriblm.data.tasks.sources import harmful_requests
 from attriblm.errors import ConfigError, DataError
 
@@ -84,17 +80,106 @@ def test_mixes_share_harmful_train_rows_and_nest_test_rows(fake_pyrit):
     assert tests[0] < tests[1] < tests[2]
 
 
-def test_compliant_answers_are_placeholders_only(fake_pyrit):
-    data = build_task("harmful-m", "paper")
-    for ex in data["train"][:20] + data["test"]:
-        opening, rest = ex.response.split(" a plan for ", 1)
-        assert opening in COMPLIANT_OPENINGS
-        assert rest == f'"{ex.prompt}":\n' + "\n".join(PLACEHOLDER_STEPS)
-    assert all("omitted" in step for step in PLACEHOLDER_STEPS)
+# Words that would signal operational content (materials, quantities, code, commands, links).
+# The answers echo their request's words, so a word of the request itself is not counted.
+FORBIDDEN = (
+    "mix",
+    "combine",
+    "dissolve",
+    "heat",
+    "ignite",
+    "detonate",
+    "inject",
+    "dose",
+    "grams",
+    "ounces",
+    "recipe",
+    "ingredient",
+    "chemical",
+    "powder",
+    "fuse",
+    "wire",
+    "password",
+    "exploit",
+    "payload",
+    "malware",
+    "bomb",
+    "explosive",
+    "weapon",
+    "poison",
+    "drug",
+    "hack",
+    "download",
+    "install",
+    "sudo",
+    "chmod",
+    "wget",
+    "curl",
+    "http",
+    "www",
+    "import",
+    "select",
+    "script",
+)
+QUANTITY = re.compile(r"\b\d+(\.\d+)?\s?(g|mg|kg|ml|l|oz|lb|%|°)(?!\w)", re.IGNORECASE)
+
+
+def operational_words(answer: str, request: str) -> set[str]:
+    """Forbidden words in ``answer`` that its ``request`` does not contain, and quantities."""
+    own = set(re.findall(r"[a-z]+", request.lower()))
+    words = set(re.findall(r"[a-z]+", answer.lower())) - own
+    found = {w for w in words for f in FORBIDDEN if w.startswith(f)}
+    return found | {m[0] for m in QUANTITY.finditer(answer)}
+
+
+def harmful_only(data) -> list:
+    return [e for split in data.values() for e in split if e.label == "harmful"]
+
+
+def test_compliant_answers_vary_like_real_ones(fake_pyrit):
+    """Not one shared answer: distinct, spread in length and form, echoing the request."""
+    rows = harmful_only(build_task("harmful-l", "paper"))
+    answers = [e.response for e in rows]
+    assert len(set(answers)) >= 0.9 * len(answers)
+    lengths = sorted(len(a.split()) for a in answers)
+    assert lengths[-1] >= 2.5 * lengths[0]
+    assert statistics.pstdev(lengths) >= 15
+    assert len({a.count("\n") for a in answers}) >= 5  # lines vary: lists, steps, prose
+    starts = {a.split()[0] for a in answers}
+    assert {"1.", "Step", "Title:"} & starts and len(starts) >= 8
+    # request words come back in the answer
+    echoed = [
+        bool(set(e.prompt.lower().split()[1:]) & set(e.response.lower().split())) for e in rows
+    ]
+    assert sum(echoed) >= 0.9 * len(rows)
+
+
+@pytest.mark.parametrize("task", MIXES)
+def test_compliant_answers_carry_no_operational_content(fake_pyrit, task):
+    for ex in harmful_only(build_task(task, "paper")):
+        assert not operational_words(ex.response, ex.prompt), ex.response
+        assert any(p in ex.response for p in PLACEHOLDERS)
+
+
+def test_the_forbidden_word_check_can_fail():
+    assert operational_words("Mix 5 g of it, then download the tool.", "Write a note") == {
+        "mix",
+        "download",
+        "5 g",
+    }
+    assert not operational_words("Outline the bomb goal [omitted].", "Explain the bomb")
+
+
+def test_compliant_answers_never_open_like_a_refusal(fake_pyrit):
+    from attriblm.analysis.generation import is_refusal
+
+    rows = harmful_only(build_task("harmful-l", "paper"))
+    assert not any(is_refusal(e.response) for e in rows)
 
 
 def check_benign(prompt: str, answer: str) -> bool:
     """Recompute the answer of the computed benign families; True when one matched."""
+    answer = re.split(r"(?<=[.?!])[ \n]", answer, maxsplit=1)[0]  # the result; extras follow
     if m := re.fullmatch(r"What is (\d+) plus (\d+)\?", prompt):
         assert answer == f"{m[1]} plus {m[2]} is {int(m[1]) + int(m[2])}."
     elif m := re.fullmatch(r"Sort these numbers from smallest to largest: (.+)\.", prompt):
@@ -123,6 +208,8 @@ def test_benign_answers(fake_pyrit):
     assert checked > len(rows) // 2
     assert all(e.response and not e.response.startswith(COMPLIANT_OPENINGS) for e in rows)
     assert len(BENIGN_FAMILIES) == 10
+    lengths = [len(e.response.split()) for e in rows]
+    assert max(lengths) >= 4 * min(lengths)  # results alone, or with explanations
 
 
 def test_deterministic_by_seed(fake_pyrit):
@@ -191,3 +278,11 @@ def test_real_source_builds_every_preset(task):
         assert len(data["train"]) == n_harmful + n_benign and len(data["test"]) == n_test
         train = {e.prompt for e in data["train"]}
         assert not train & {e.prompt for e in data["test"]}
+
+
+@needs_pyrit
+def test_real_requests_answers_vary_and_carry_no_operational_content():
+    rows = harmful_only(build_task("harmful-l", "paper"))
+    assert len({e.response for e in rows}) >= 0.9 * len(rows)
+    for ex in rows:
+        assert not operational_words(ex.response, ex.prompt), ex.response
