@@ -29,6 +29,7 @@ from attriblm.cli_options import (
     PromptFieldOpt,
     QueryDataOpt,
     QuietOpt,
+    ReptLayerOpt,
     ResponseFieldOpt,
     TemplateOpt,
     TrainDataOpt,
@@ -204,6 +205,7 @@ def attribute(
     ] = None,
     repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
     repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
+    rept_layer: ReptLayerOpt = -1,
     topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
     store: Annotated[
         Path | None,
@@ -222,7 +224,10 @@ def attribute(
     ] = "fp32",
     proj_dim: Annotated[
         int | None,
-        typer.Option(help="Randomly project gradient blocks wider than this (not kfac/ekfac)."),
+        typer.Option(
+            help="Randomly project gradient blocks wider than this (not kfac/ekfac); "
+            "less projects its features so, default 8192."
+        ),
     ] = None,
     proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
     proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
@@ -252,6 +257,7 @@ def attribute(
         damping=damping,
         repsim_layer=repsim_layer,
         repsim_pooling=repsim_pooling,
+        rept_layer=rept_layer,
         topk=topk,
         checkpoints=None if checkpoints is None else str(checkpoints),
         factors=None if factors is None else str(factors),

@@ -70,6 +70,9 @@ PromptFieldOpt = Annotated[str, typer.Option(help="Prompt field name in the data
 ResponseFieldOpt = Annotated[str, typer.Option(help="Response field name in the data.")]
 LabelFieldOpt = Annotated[str, typer.Option(help="Label (behaviour class) field name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ReptLayerOpt = Annotated[
+    int, typer.Option(help="RepT's layer, 1-based; -1 = the last (after the final norm).")
+]
 
 
 def recorded(ctx: typer.Context) -> dict:
