@@ -31,6 +31,7 @@ from attriblm.cli_options import (
     QuietOpt,
     ReptLayerOpt,
     ResponseFieldOpt,
+    TargetLabelOpt,
     TemplateOpt,
     TrainDataOpt,
     recorded,
@@ -299,13 +300,16 @@ def evaluate(
     k: Annotated[
         int | None, typer.Option(help="Cover's k (default: n_train / n_classes, the study's).")
     ] = None,
+    target_label: TargetLabelOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Acc, Cover, AUPRC, AUROC, precision@k, recall@k per method; writes RUN/metrics.json."""
     from attriblm.pipeline.evaluate import evaluate_run
 
-    report = evaluate_run(run, k=k)
+    report = evaluate_run(run, k=k, target_label=target_label)
     console.print(metrics_table(report["methods"], title=f"{run}"))
+    if target_label is not None:
+        console.print(pooled_table(report["methods"], target_label))
 
 
 def _fmt(value: float | None) -> str:
@@ -327,6 +331,23 @@ def metrics_table(methods: dict[str, dict], title: str = "") -> Table:
             _fmt(m["auroc"]["value"]),
             "–" if seconds is None else f"{seconds:.2f}",
         )
+    return table
+
+
+def pooled_table(methods: dict[str, dict], target: str) -> Table:
+    """A rich table: method × pooled P@k and auPRC@k for the target label ('–' = undefined)."""
+    first = next(iter(methods.values()))["pooled"]
+    ks = list(first["k"])
+    table = Table(title=f"pooled top-k, target label {target!r} ({first['n_target']} train rows)")
+    table.add_column("method")
+    for k in ks:
+        table.add_column(f"P@{k}", justify="right")
+        table.add_column(f"auPRC@{k}", justify="right")
+    for name, m in methods.items():
+        cells = []
+        for k in ks:
+            cells += [_fmt(m["pooled"]["k"][k]["precision"]), _fmt(m["pooled"]["k"][k]["auprc"])]
+        table.add_row(name, *cells)
     return table
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
 from attriblm.io import load_tensors, read_json, read_yaml, write_json
+from attriblm.metrics.pooled import pooled_topk
 from attriblm.metrics.ranking import evaluate_scores
 
 
@@ -47,11 +48,14 @@ def evaluate_run(
     k: int | None = None,
     extra_k: dict[str, int] | None = None,
     n_boot: int = 1000,
+    target_label: str | None = None,
 ) -> dict:
     """Compute every metric for every method of a run; writes and returns ``metrics.json``.
 
     Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
-    :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
+    :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``;
+    with ``target_label`` also ``pooled``, the follow-up's pooled precision@k and auPRC for that
+    label (:func:`attriblm.metrics.pooled.pooled_topk`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
@@ -68,9 +72,11 @@ def evaluate_run(
             scores, query_labels, train_labels, k=k, extra_k=extra_k, n_boot=n_boot
         )
         metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
+        if target_label is not None:
+            metrics["pooled"] = pooled_topk(scores, train_labels, target_label)
         results[name] = metrics
     if not results:
         raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
-    report = {"run": str(run_dir), "k": k, "methods": results}
+    report = {"run": str(run_dir), "k": k, "target_label": target_label, "methods": results}
     write_json(run_dir / "metrics.json", report)
     return report
