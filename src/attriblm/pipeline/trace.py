@@ -32,6 +32,7 @@ from attriblm.analysis.generation import generate_answers
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_template
+from attriblm.dist import current as current_dist
 from attriblm.errors import ConfigError, DataError
 from attriblm.io import read_json, read_yaml, write_json, write_jsonl, write_yaml
 from attriblm.methods.registry import expand_method_names
@@ -182,6 +183,8 @@ def trace(
         progress=progress,
         finalize=finalize,
     )
+    if not current_dist().is_main:  # under torchrun rank 0 writes and evaluates the run
+        return TraceRun(out_dir=Path(out_dir), generations=records, attribution=run, metrics=None)
     metrics = evaluate_run(out_dir, target_label=target) if target is not None else None
     return TraceRun(out_dir=Path(out_dir), generations=records, attribution=run, metrics=metrics)
 
