@@ -29,7 +29,10 @@ class RepT(AttributionMethod):
 
     name = "rept"
     needs = "representation-gradients"
-    summary = "cosine of [hidden state ; its loss gradient] at the last prompt token (--rept-layer)"
+    summary = (
+        "cosine of a hidden state concatenated with its loss gradient, at the last prompt "
+        "token (--rept-layer)"
+    )
 
     def __init__(self, damping: Damping | None = None) -> None:
         self.damping = damping
