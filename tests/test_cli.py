@@ -89,11 +89,11 @@ def test_attribute_all_then_evaluate(cli_adapter, samples_dir, tmp_path, form):
     )
     assert result.returncode == 0, result.stderr
     methods = read_json(run / "run.json")["methods"]
-    assert len(methods) == 11
+    assert len(methods) == 13  # every registered method
     for name in methods:
         assert load_tensors(run / "scores" / f"{name}.safetensors")["scores"].shape == (20, 80)
     lines = (run / "topk.jsonl").read_text().splitlines()
-    assert len(lines) == 11 * 20 and len(json.loads(lines[0])["top"]) == 10
+    assert len(lines) == 13 * 20 and len(json.loads(lines[0])["top"]) == 10
 
     result = run_cli("evaluate", "--run", str(run))
     assert result.returncode == 0, result.stderr

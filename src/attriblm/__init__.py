@@ -3,7 +3,8 @@
 The public API (imported lazily, so ``import attriblm`` stays fast):
 
 - :func:`load_model`, :func:`load_examples`, :func:`build_task` — model and data;
-- :func:`finetune`, :func:`attribute`, :func:`evaluate` — the pipeline (:mod:`attriblm.api`);
+- :func:`finetune`, :func:`attribute`, :func:`trace`, :func:`evaluate` — the pipeline
+  (:mod:`attriblm.api`);
 - :func:`available_methods`; :class:`TrainSettings`, :class:`AttributeSettings`, :class:`Example`.
 """
 
@@ -20,6 +21,7 @@ _EXPORTS = {
     "build_task": "attriblm.data.tasks",
     "finetune": "attriblm.api",
     "attribute": "attriblm.api",
+    "trace": "attriblm.api",
     "evaluate": "attriblm.api",
     "available_methods": "attriblm.methods.registry",
     "TrainSettings": "attriblm.train.finetune",

@@ -29,13 +29,15 @@ from attriblm.cli_options import (
     PromptFieldOpt,
     QueryDataOpt,
     QuietOpt,
+    ReptLayerOpt,
     ResponseFieldOpt,
+    TargetLabelOpt,
     TemplateOpt,
     TrainDataOpt,
     recorded,
     write_command_config,
 )
-from attriblm.errors import AttriblmError
+from attriblm.errors import AttriblmError, ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -204,6 +206,7 @@ def attribute(
     ] = None,
     repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
     repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
+    rept_layer: ReptLayerOpt = -1,
     topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
     store: Annotated[
         Path | None,
@@ -222,7 +225,10 @@ def attribute(
     ] = "fp32",
     proj_dim: Annotated[
         int | None,
-        typer.Option(help="Randomly project gradient blocks wider than this (not kfac/ekfac)."),
+        typer.Option(
+            help="Randomly project gradient blocks wider than this (not kfac/ekfac); "
+            "less projects its features so, default 8192."
+        ),
     ] = None,
     proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
     proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
@@ -252,6 +258,7 @@ def attribute(
         damping=damping,
         repsim_layer=repsim_layer,
         repsim_pooling=repsim_pooling,
+        rept_layer=rept_layer,
         topk=topk,
         checkpoints=None if checkpoints is None else str(checkpoints),
         factors=None if factors is None else str(factors),
@@ -288,18 +295,162 @@ def attribute(
 
 
 @app.command()
+def trace(
+    ctx: typer.Context,
+    model: ModelOpt = "default",
+    adapter: AdapterOpt = None,
+    train: TrainDataOpt = ...,
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompts to answer: FILE.txt (one a line), .jsonl / .csv / DIR:SPLIT with a "
+            "prompts field (--prompt-field)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", help="A prompt to answer (repeatable).")
+    ] = None,
+    method: Annotated[
+        list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
+    ] = ...,
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = ...,
+    detect: Annotated[
+        str,
+        typer.Option(
+            help="Which generations to trace: all | refusal | no-refusal | contains:TEXT | "
+            "regex:PATTERN."
+        ),
+    ] = "all",
+    target_label: TargetLabelOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 64,
+    temperature: Annotated[
+        float, typer.Option(help="0 = greedy; above 0, seeded sampling at this temperature.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed (with --temperature > 0).")] = 0,
+    gen_batch_size: Annotated[
+        int, typer.Option(help="Prompts per generate call (left-padded).")
+    ] = 16,
+    template: TemplateOpt = "llama2",
+    loss_mask: LossMaskOpt = "response",
+    max_length: MaxLenOpt = 128,
+    batch_size: BatchOpt = 16,
+    damping: DampingOpt = 0.1,
+    damping_mode: DampingModeOpt = "relative",
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Fine-tune directory for tracin (default: beside --adapter)."),
+    ] = None,
+    factors: Annotated[
+        Path | None, typer.Option(help="Reuse K-FAC/EK-FAC factors (a RUN/factors directory).")
+    ] = None,
+    repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
+    repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
+    rept_layer: ReptLayerOpt = -1,
+    topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
+    store: Annotated[Path | None, typer.Option(help="Feature store directory (kept).")] = None,
+    keep_store: Annotated[bool, typer.Option(help="Keep the default OUT.store.")] = False,
+    store_dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16.")] = "fp32",
+    proj_dim: Annotated[
+        int | None, typer.Option(help="Randomly project gradient blocks wider than this.")
+    ] = None,
+    proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
+    proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate answers, keep those showing a behaviour (--detect), attribute them to train rows."""
+    from attriblm.data.loaders import load_examples
+    from attriblm.data.prompts import load_prompts
+    from attriblm.methods.registry import expand_method_names
+    from attriblm.models.loading import load_model
+    from attriblm.pipeline.attribute import AttributeSettings, check_store_options
+    from attriblm.pipeline.detect import parse_detector
+    from attriblm.pipeline.trace import GENERATIONS_FILE, TraceSettings
+    from attriblm.pipeline.trace import trace as run_trace
+    from attriblm.progress import stage_progress
+
+    settings = AttributeSettings(
+        methods=expand_method_names(method),
+        template=template,
+        loss_mask=loss_mask,
+        max_length=max_length,
+        batch_size=batch_size,
+        damping_mode=damping_mode,
+        damping=damping,
+        repsim_layer=repsim_layer,
+        repsim_pooling=repsim_pooling,
+        rept_layer=rept_layer,
+        topk=topk,
+        checkpoints=None if checkpoints is None else str(checkpoints),
+        factors=None if factors is None else str(factors),
+        store=None if store is None else str(store),
+        keep_store=keep_store,
+        store_dtype=store_dtype,
+        proj_dim=proj_dim,
+        proj_kind=proj_kind,
+        proj_seed=proj_seed,
+    )
+    check_store_options(settings)
+    parse_detector(detect)
+    trace_settings = TraceSettings(
+        detect=detect,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        gen_batch_size=gen_batch_size,
+        target_label=target_label,
+    )
+    texts = (load_prompts(prompts, prompt_field) if prompts is not None else []) + list(
+        prompt or []
+    )
+    if not texts:
+        raise ConfigError("trace needs prompts: give --prompts FILE or --prompt TEXT")
+    train_examples = load_examples(train, _fields(prompt_field, response_field, label_field))
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        result = run_trace(
+            loaded,
+            train_examples,
+            texts,
+            settings,
+            trace_settings,
+            out,
+            sources={"train": train, "prompts": prompts or "--prompt"},
+            progress=progress,
+            log=console.print,
+            command_options=recorded(ctx),
+        )
+    console.print(
+        f"wrote {result.out_dir}: {GENERATIONS_FILE} ({len(result.generations)} prompts, "
+        f"{result.n_kept} kept) · {', '.join(result.attribution.scores)} · scores "
+        f"[{result.n_kept} traces × {len(train_examples)} train]"
+    )
+    if result.metrics is not None:
+        console.print(metrics_table(result.metrics["methods"], title=f"{out}"))
+        console.print(pooled_table(result.metrics["methods"], target_label))
+
+
+@app.command()
 def evaluate(
     run: Annotated[Path, typer.Option(help="Run directory written by `attribute`.")] = ...,
     k: Annotated[
         int | None, typer.Option(help="Cover's k (default: n_train / n_classes, the study's).")
     ] = None,
+    target_label: TargetLabelOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Acc, Cover, AUPRC, AUROC, precision@k, recall@k per method; writes RUN/metrics.json."""
     from attriblm.pipeline.evaluate import evaluate_run
 
-    report = evaluate_run(run, k=k)
+    report = evaluate_run(run, k=k, target_label=target_label)
     console.print(metrics_table(report["methods"], title=f"{run}"))
+    if target_label is not None:
+        console.print(pooled_table(report["methods"], target_label))
 
 
 def _fmt(value: float | None) -> str:
@@ -321,6 +472,23 @@ def metrics_table(methods: dict[str, dict], title: str = "") -> Table:
             _fmt(m["auroc"]["value"]),
             "–" if seconds is None else f"{seconds:.2f}",
         )
+    return table
+
+
+def pooled_table(methods: dict[str, dict], target: str) -> Table:
+    """A rich table: method × pooled P@k and auPRC@k for the target label ('–' = undefined)."""
+    first = next(iter(methods.values()))["pooled"]
+    ks = list(first["k"])
+    table = Table(title=f"pooled top-k, target label {target!r} ({first['n_target']} train rows)")
+    table.add_column("method")
+    for k in ks:
+        table.add_column(f"P@{k}", justify="right")
+        table.add_column(f"auPRC@{k}", justify="right")
+    for name, m in methods.items():
+        cells = []
+        for k in ks:
+            cells += [_fmt(m["pooled"]["k"][k]["precision"]), _fmt(m["pooled"]["k"][k]["auprc"])]
+        table.add_row(name, *cells)
     return table
 
 

@@ -73,6 +73,16 @@ PromptFieldOpt = Annotated[str, typer.Option(help="Prompt field name in the data
 ResponseFieldOpt = Annotated[str, typer.Option(help="Response field name in the data.")]
 LabelFieldOpt = Annotated[str, typer.Option(help="Label (behaviour class) field name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TargetLabelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Also report pooled precision@k / auPRC (k = 10, 50, 100) with relevance = train "
+        "label == this."
+    ),
+]
+ReptLayerOpt = Annotated[
+    int, typer.Option(help="RepT's layer, 1-based; -1 = the last (after the final norm).")
+]
 
 
 def recorded(ctx: typer.Context) -> dict:

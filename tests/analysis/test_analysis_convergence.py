@@ -82,6 +82,9 @@ def test_bad_input(tiny_finetune, tmp_path):
     with pytest.raises(ConfigError):
         resolve_methods(["tracin"])
     assert "tracin" not in resolve_methods(["all"])
+    with pytest.raises(ConfigError, match="final optimizer state"):
+        resolve_methods(["less"])  # the final moments belong to no single checkpoint
+    assert "less" not in resolve_methods(["all"]) and "rept" in resolve_methods(["all"])
     plain = LoadedModel(model=torch.nn.Linear(2, 2), tokenizer=None)
     with pytest.raises(ConfigError, match="adapter"):
         run_convergence(plain, ft.out_dir, ft.train, ft.queries, tmp_path)

@@ -93,3 +93,22 @@ def test_first_token_is_the_argmax(tiny):
     token = int(logits[0, -1].argmax())
     expected = tiny.tokenizer.decode([token], skip_special_tokens=True).strip()
     assert generate_answers(tiny, [prompt], max_new_tokens=1) == [expected]
+
+
+def test_sampling_is_deterministic_under_a_seed_and_leaves_the_global_rng(tiny):
+    import torch
+
+    prompts = ["Tell me a story.", "What is 12 plus 30?", "Say hi."]
+    kwargs = {"max_new_tokens": 8, "batch_size": 2, "temperature": 1.5}
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = generate_answers(tiny, prompts, seed=7, **kwargs)
+    assert torch.equal(torch.rand(1), before)  # the caller's random stream is untouched
+    assert generate_answers(tiny, prompts, seed=7, **kwargs) == first
+    others = [generate_answers(tiny, prompts, seed=s, **kwargs) for s in (8, 9, 10)]
+    assert any(o != first for o in others)
+    greedy = generate_answers(tiny, prompts, max_new_tokens=8, batch_size=2)
+    assert generate_answers(tiny, prompts, max_new_tokens=8, batch_size=2, seed=99) == greedy
+    with pytest.raises(ConfigError, match="--temperature"):
+        generate_answers(tiny, prompts, temperature=-1.0)

@@ -32,6 +32,8 @@ ALL = [
     "cg",
     "kfac",
     "ekfac",
+    "rept",
+    "less",
 ]
 
 
@@ -44,7 +46,14 @@ def test_create_with_defaults_and_with_damping(name):
     method = create_method(name)
     assert isinstance(method, AttributionMethod)
     assert type(method).name == name
-    assert set(method_needs(method)) <= {"gradients", "representations", "kfac", "checkpoints"}
+    assert set(method_needs(method)) <= {
+        "gradients",
+        "representations",
+        "kfac",
+        "checkpoints",
+        "representation-gradients",
+        "adam-gradients",
+    }
     assert isinstance(method.summary, str) and method.summary
     # the attribute pipeline passes a damping to every method
     assert type(create_method(name, damping=Damping("absolute", 0.5))) is type(method)
@@ -96,6 +105,9 @@ def test_every_method_scores_with_json_info(make_features):
     queries.reprs = torch.randn(3, 8, generator=gen)
     train.checkpoint_grads, queries.checkpoint_grads = [train.grads] * 2, [queries.grads] * 2
     train.checkpoint_lrs = queries.checkpoint_lrs = [2e-5, 1e-5]
+    train.rept = torch.randn(10, 6, generator=gen)
+    queries.rept = torch.randn(3, 6, generator=gen)
+    train.adam_grads, queries.adam_grads = train.grads, queries.grads
     # K-FAC factors of matching shapes (each block treated as [out, in] = [1, d])
     train.kfac = {
         b: KFACFactors(A=g.T @ g / g.shape[0], S=torch.ones(1, 1), n_tokens=10, n_examples=10)
@@ -117,3 +129,5 @@ def test_feature_set_n():
     assert FeatureSet().n == 0
     assert FeatureSet(grads={"a": torch.zeros(4, 2)}).n == 4
     assert FeatureSet(reprs=torch.zeros(3, 2)).n == 3
+    assert FeatureSet(rept=torch.zeros(5, 4)).n == 5
+    assert FeatureSet(adam_grads={"a": torch.zeros(2, 3)}).n == 2

@@ -29,6 +29,7 @@ from attriblm.pipeline.attribute import AttributeSettings, compute_features
 from attriblm.progress import StageProgress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
 from attriblm.train.loss import model_per_example_loss
+from attriblm.train.optimizer_state import moments_of
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 
@@ -125,12 +126,16 @@ def score_methods(
     kwargs = {
         "need_grads": "gradients" in needs,
         "need_reprs": "representations" in needs,
+        "need_rept": "representation-gradients" in needs,
+        "need_adam": "adam-gradients" in needs,
         "checkpoints": checkpoints if "checkpoints" in needs else None,
         "progress": progress,
     }
+    moments = moments_of(loaded.identity) if "adam-gradients" in needs else None
     train_f, _ = compute_features(
-        loaded, train, settings, need_kfac="kfac" in needs, source="train", **kwargs
-    )
+        loaded, train, settings, need_kfac="kfac" in needs, source="train", adam_moments=moments,
+        **kwargs,
+    )  # fmt: skip
     query_f, _ = compute_features(loaded, queries, settings, source="queries", **kwargs)
     damping = Damping(settings.damping_mode, settings.damping)
     return {

@@ -38,7 +38,8 @@ from attriblm.errors import ConfigError
 analyze_app = typer.Typer(
     no_args_is_help=True,
     help="Diagnoses: theorem1, ihvp-error, convergence, delta-theta, subset-retrain, "
-    "counterfactual. Each writes OUT/<name>.json, OUT/<name>.png and OUT/config.yaml.",
+    "counterfactual, layer-sweep. Each writes OUT/<name>.json, OUT/<name>.png and "
+    "OUT/config.yaml.",
 )
 console = Console()
 
@@ -671,3 +672,65 @@ def counterfactual(
         low, high = row["ci95"]
         console.print(f"{name:12s} LDS {_fmt(row['lds'])} [{_fmt(low)}, {_fmt(high)}]")
     console.print(f"wrote {out}/counterfactual.json and .png")
+
+
+@analyze_app.command("layer-sweep")
+def layer_sweep(
+    ctx: typer.Context,
+    model: ModelOpt = "default",
+    adapter: AdapterOpt = None,
+    train: TrainDataOpt = ...,
+    queries: QueryDataOpt = ...,
+    out: OutOpt = ...,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated layers, 1-based (-1 = last); default: every layer."),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 200,
+    template: TemplateOpt = "llama2",
+    max_length: MaxLenOpt = 128,
+    batch_size: BatchOpt = 16,
+    prompt_field: PromptFieldOpt = "prompts",
+    response_field: ResponseFieldOpt = "response",
+    label_field: LabelFieldOpt = "variation",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Acc / Cover / AUPRC of rept and repsim at every layer, from one pass per batch."""
+    from attriblm.analysis.layer_sweep import METRICS, run_layer_sweep
+    from attriblm.models.loading import load_model
+    from attriblm.pipeline.attribute import AttributeSettings
+    from attriblm.progress import stage_progress
+
+    chosen = _numbers(layers, "--layers", int)
+    settings = AttributeSettings(template=template, max_length=max_length, batch_size=batch_size)
+    train_examples, query_examples = _load(
+        train, queries, prompt_field, response_field, label_field
+    )
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    with stage_progress(not quiet) as progress:
+        report = run_layer_sweep(
+            loaded,
+            train_examples,
+            query_examples,
+            out,
+            settings=settings,
+            layers=chosen,
+            n_boot=n_boot,
+            sources={"train": train, "queries": queries},
+            progress=progress,
+        )
+    write_command_config(out, ctx)
+    for row in report["rows"]:
+        cells = " · ".join(
+            f"{name} " + " ".join(f"{m} {_fmt(row[name][m]['value'])}" for m in METRICS)
+            for name in ("rept", "repsim")
+        )
+        console.print(f"layer {row['layer']:3d}: {cells}")
+    best = report["best_layer"]
+    console.print(
+        f"best layer by AUPRC: rept {best['rept']['auprc']}, repsim {best['repsim']['auprc']}"
+    )
+    console.print(f"wrote {out}/layer_sweep.json and .png")

@@ -63,15 +63,17 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
 
 
 def resolve_methods(methods: Sequence[str]) -> list[str]:
-    """Expand ``all``; ConfigError for methods that need checkpoints themselves (``tracin``)."""
+    """Expand ``all``; ConfigError for methods with no per-checkpoint score: those that need
+    checkpoints themselves (``tracin``) or the fine-tune's final optimizer state (``less``)."""
+    whole_run = {"checkpoints", "adam-gradients"}
     names = expand_method_names(methods)
     if any(m == "all" for m in methods):
-        names = [m for m in names if "checkpoints" not in method_needs(get_method_class(m))]
-    bad = [m for m in names if "checkpoints" in method_needs(get_method_class(m))]
+        names = [m for m in names if not whole_run & set(method_needs(get_method_class(m)))]
+    bad = [m for m in names if whole_run & set(method_needs(get_method_class(m)))]
     if bad:
         raise ConfigError(
-            f"method(s) {bad} use all checkpoints at once and have no per-checkpoint score; "
-            "drop them from --method"
+            f"method(s) {bad} use all checkpoints or the final optimizer state at once and have "
+            "no per-checkpoint score; drop them from --method"
         )
     if not names:
         raise ConfigError("no methods to evaluate (--method)")
@@ -163,7 +165,11 @@ def _evaluate_state(
 ) -> dict[str, Any]:
     needs = {kind for m in names for kind in method_needs(get_method_class(m))}
     timings: dict[str, float] = {}
-    kwargs = {"need_grads": "gradients" in needs, "need_reprs": "representations" in needs}
+    kwargs = {
+        "need_grads": "gradients" in needs,
+        "need_reprs": "representations" in needs,
+        "need_rept": "representation-gradients" in needs,
+    }
     train_f, _ = compute_features(
         loaded,
         train,

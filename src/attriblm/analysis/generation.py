@@ -5,9 +5,12 @@ Used by the Δθ-vs-behaviour and subset-retraining diagnoses (docs/DESIGN.md §
 * :func:`generate_answers`: each prompt is templated exactly as in training (``format_prompt``,
   tokenised with the tokenizer's default special tokens, left-truncated to ``max_length``),
   batches are **left**-padded with the pad token (attention 0 on pads) and decoded greedily
-  (``do_sample=False``, no sampling state, so the output depends only on the weights). The
-  answer is the decoded new tokens, special tokens skipped, surrounding whitespace stripped.
-  Generation stops at EOS or after ``max_new_tokens``.
+  (``do_sample=False``, no sampling state, so the output depends only on the weights), or,
+  with ``temperature > 0``, sampled from the temperature-scaled softmax (no top-k / top-p cut)
+  with torch's generator seeded by ``seed`` (the global RNG state is restored afterwards; the
+  result depends on the seed and the batching). The answer is the decoded new tokens, special
+  tokens skipped, surrounding whitespace stripped. Generation stops at EOS or after
+  ``max_new_tokens``.
 * :func:`is_refusal`: an answer is a refusal when, after leading whitespace and quotes, it
   starts (case-insensitively) with one of the backdoor tasks' refusal openings
   (:data:`attriblm.data.tasks.backdoor.REFUSAL_OPENINGS`) or full refusals
@@ -73,6 +76,8 @@ def generate_answers(
     *,
     max_length: int = 128,
     progress: Callable[[int], None] | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> list[str]:
     """Greedy answers to ``prompts`` (raw prompts; the template is applied here), in order.
 
@@ -84,6 +89,8 @@ def generate_answers(
         batch_size: prompts per ``generate`` call (left-padded together).
         max_length: templated prompts longer than this are left-truncated.
         progress: called with the number of prompts finished after each batch.
+        temperature: 0 = greedy; above 0, sampling at that temperature.
+        seed: the sampling seed (unused when greedy).
 
     Returns:
         ``n`` strings: the decoded new tokens (special tokens skipped), stripped.
@@ -93,6 +100,8 @@ def generate_answers(
         raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if batch_size < 1:
         raise ConfigError(f"--gen-batch-size must be at least 1, got {batch_size}")
+    if not temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
     tokenizer = loaded.tokenizer
     pad_id = _pad_id(tokenizer)
     eos_id = tokenizer.eos_token_id
@@ -101,24 +110,32 @@ def generate_answers(
     device = next(model.parameters()).device
     encoded = [tokenize(format_prompt(p, template, tokenizer), tokenizer) for p in prompts]
     encoded = [ids[-max_length:] for ids in encoded]
+    decoding = (
+        {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     answers: list[str] = []
-    for start in range(0, len(encoded), batch_size):
-        rows = encoded[start : start + batch_size]
-        input_ids, attention_mask = left_pad(rows, pad_id)
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=pad_id,
-            eos_token_id=eos_id,
-        )
-        new_tokens = output[:, input_ids.size(1) :].cpu()
-        for row in new_tokens:
-            answers.append(tokenizer.decode(row.tolist(), skip_special_tokens=True).strip())
-        if progress is not None:
-            progress(len(rows))
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        for start in range(0, len(encoded), batch_size):
+            rows = encoded[start : start + batch_size]
+            input_ids, attention_mask = left_pad(rows, pad_id)
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                pad_token_id=pad_id,
+                eos_token_id=eos_id,
+                **decoding,
+            )
+            new_tokens = output[:, input_ids.size(1) :].cpu()
+            for row in new_tokens:
+                answers.append(tokenizer.decode(row.tolist(), skip_special_tokens=True).strip())
+            if progress is not None:
+                progress(len(rows))
     return answers
 
 

@@ -2,7 +2,7 @@
 
 Importing this package registers the built-in methods; registration order (also the order of
 ``--method all``) is gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact, tracin, cg,
-kfac, ekfac.
+kfac, ekfac, rept, less.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _BUILTIN_MODULES = (
     "tracin",
     "cg",
     "kfac",
+    "rept",
+    "less",
 )
 for _module in _BUILTIN_MODULES:
     importlib.import_module(f"attriblm.methods.{_module}")

@@ -40,6 +40,10 @@ class FeatureSet:
             learning rates of the optimiser steps since the previous checkpoint.
         kfac: block name → :class:`~attriblm.features.kfac.KFACFactors` (train side only, for
             K-FAC / EK-FAC).
+        rept: ``[n, 2h]`` RepT features, a hidden state and its loss gradient
+            (:mod:`attriblm.features.rept`).
+        adam_grads: block name → ``[n, d_b]`` LESS features (:mod:`attriblm.features.adam`):
+            the Adam update direction (train) or the plain gradient (queries), projected.
     """
 
     grads: dict[str, Tensor] | None = None
@@ -47,6 +51,8 @@ class FeatureSet:
     checkpoint_grads: list[dict[str, Tensor]] | None = None
     checkpoint_lrs: list[float] | None = None
     kfac: dict[str, Any] | None = None
+    rept: Tensor | None = None
+    adam_grads: dict[str, Tensor] | None = None
 
     @property
     def n(self) -> int:
@@ -57,6 +63,10 @@ class FeatureSet:
             return int(self.reprs.shape[0])
         if self.checkpoint_grads and self.checkpoint_grads[0]:
             return int(next(iter(self.checkpoint_grads[0].values())).shape[0])
+        if self.rept is not None:
+            return int(self.rept.shape[0])
+        if self.adam_grads:
+            return int(next(iter(self.adam_grads.values())).shape[0])
         return 0
 
 
@@ -75,7 +85,14 @@ class MethodOutput:
 
 
 SIGN_NOTE = "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)"
-FEATURE_KINDS = ("gradients", "representations", "kfac", "checkpoints")
+FEATURE_KINDS = (
+    "gradients",
+    "representations",
+    "kfac",
+    "checkpoints",
+    "representation-gradients",
+    "adam-gradients",
+)
 
 
 def method_needs(method: AttributionMethod | type[AttributionMethod]) -> tuple[str, ...]:
@@ -92,7 +109,8 @@ class AttributionMethod(ABC):
         needs: one feature kind or a tuple of them, from :data:`FEATURE_KINDS`:
             ``"gradients"`` (per-example gradients, train and queries), ``"representations"``,
             ``"kfac"`` (train-side K-FAC factors), ``"checkpoints"`` (per-checkpoint gradients
-            and learning rates, train and queries).
+            and learning rates, train and queries), ``"representation-gradients"`` (RepT
+            features), ``"adam-gradients"`` (LESS features; the fine-tune's AdamW moments).
         summary: one line for ``--help`` and docs.
     """
 
@@ -171,28 +189,30 @@ def check_gradients(method: str, train: FeatureSet, queries: FeatureSet) -> list
     return blocks
 
 
-def check_representations(method: str, train: FeatureSet, queries: FeatureSet) -> None:
-    """Validate a train/query representation pair (``[n, h]`` each, same ``h``, finite)."""
+def check_representations(
+    method: str,
+    train: FeatureSet,
+    queries: FeatureSet,
+    field: str = "reprs",
+    what: str = "representations",
+) -> None:
+    """Validate a train/query pair of row vectors (``[n, h]`` each, same ``h``, finite).
+
+    ``field`` is the :class:`FeatureSet` attribute (``reprs``, ``rept``), ``what`` its name in
+    messages.
+    """
     for which, fs in (("train", train), ("query", queries)):
-        if fs.reprs is None:
-            raise ConfigError(
-                f"method '{method}' needs representations, but the {which} features have none"
-            )
-        if fs.reprs.ndim != 2:
-            raise DataError(
-                f"{which} representations must be 2-D [n, h], got {list(fs.reprs.shape)}"
-            )
-        _check_finite(fs.reprs, f"{which} representations")
-    if train.reprs.shape[1] != queries.reprs.shape[1]:
-        raise DataError(
-            f"train representations have width {train.reprs.shape[1]} but queries "
-            f"{queries.reprs.shape[1]}"
-        )
-    if train.reprs.shape[0] == 0 or queries.reprs.shape[0] == 0:
-        raise DataError(
-            f"nothing to attribute: {train.reprs.shape[0]} train and "
-            f"{queries.reprs.shape[0]} query examples"
-        )
+        rows = getattr(fs, field)
+        if rows is None:
+            raise ConfigError(f"method '{method}' needs {what}, but the {which} features have none")
+        if rows.ndim != 2:
+            raise DataError(f"{which} {what} must be 2-D [n, h], got {list(rows.shape)}")
+        _check_finite(rows, f"{which} {what}")
+    t, q = getattr(train, field), getattr(queries, field)
+    if t.shape[1] != q.shape[1]:
+        raise DataError(f"train {what} have width {t.shape[1]} but queries {q.shape[1]}")
+    if t.shape[0] == 0 or q.shape[0] == 0:
+        raise DataError(f"nothing to attribute: {t.shape[0]} train and {q.shape[0]} query examples")
 
 
 def cosine_from_parts(dots: Tensor, q_sq: Tensor, t_sq: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 """Method registry: ``--method`` names → :class:`~attriblm.methods.base.AttributionMethod` classes.
 
 Importing :mod:`attriblm.methods` registers the built-in methods, in the order
-``gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact, tracin, cg, kfac, ekfac``.
+``gradsim, gradcos, repsim, datainf, lissa-paper, lissa, exact, tracin, cg, kfac, ekfac,
+rept, less``.
 """
 
 from __future__ import annotations

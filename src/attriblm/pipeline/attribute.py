@@ -35,7 +35,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,12 +53,14 @@ from attriblm.data.tokenize import (
 from attriblm.dist import SINGLE, Dist
 from attriblm.dist import current as current_dist
 from attriblm.errors import AttriblmError, ConfigError
+from attriblm.features.adam import LESS_PROJ_DIM, less_features
 from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights, matches_current_weights
 from attriblm.features.gather import gather_rows, gather_stats
 from attriblm.features.gradients import per_example_gradients
 from attriblm.features.kfac import KFACCollector, factors_from_sums
 from attriblm.features.projection import Projection
 from attriblm.features.representations import representations
+from attriblm.features.rept import n_layers, rept_features, resolve_layer
 from attriblm.features.store import (
     FeatureStore,
     batch_ranges,
@@ -75,6 +77,7 @@ from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.progress import StageProgress
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
+from attriblm.train.optimizer_state import AdamMoments, moments_of
 
 
 @dataclass
@@ -85,7 +88,9 @@ class AttributeSettings:
     ``OUT.store``, removed after success unless ``keep_store``; an explicit one is kept);
     ``store_dtype`` ``fp32`` | ``bf16`` | ``fp16`` (:mod:`attriblm.features.row_codec`);
     ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project each gradient block wider than
-    ``proj_dim`` (:mod:`attriblm.features.projection`).
+    ``proj_dim`` (:mod:`attriblm.features.projection`); LESS features are projected the same
+    way, with ``proj_dim`` defaulting to 8192 for them. ``rept_layer``: RepT's layer, 1-based,
+    ``-1`` = the last.
     """
 
     methods: list[str] = field(default_factory=lambda: ["all"])
@@ -97,6 +102,7 @@ class AttributeSettings:
     damping: float = 0.1
     repsim_layer: int = -1
     repsim_pooling: str = "last"
+    rept_layer: int = -1
     topk: int = 10
     checkpoints: str | None = None
     factors: str | None = None
@@ -112,6 +118,11 @@ class AttributeSettings:
         if self.proj_dim is None:
             return None
         return Projection(dim=int(self.proj_dim), kind=self.proj_kind, seed=int(self.proj_seed))
+
+    def less_projection(self) -> Projection:
+        """The projection of LESS features: ``proj_dim`` (default 8192), kind and seed."""
+        dim = LESS_PROJ_DIM if self.proj_dim is None else int(self.proj_dim)
+        return Projection(dim=dim, kind=self.proj_kind, seed=int(self.proj_seed))
 
 
 @dataclass
@@ -252,8 +263,12 @@ def compute_features(
     counts: dict[str, dict[str, int]] | None = None,
     dist: Dist = SINGLE,
     load_grads: bool = True,
+    need_rept: bool = False,
+    need_adam: bool = False,
+    adam_moments: AdamMoments | None = None,
 ) -> tuple[FeatureSet, int]:
-    """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations.
+    """Per-example LoRA gradients, K-FAC factors, per-checkpoint gradients, representations,
+    RepT and LESS features.
 
     ``need_kfac`` collects the K-FAC factors (:mod:`attriblm.features.kfac`) in the same
     forward/backward pass as the gradients (so it implies gradients); ``checkpoints`` adds one
@@ -267,6 +282,11 @@ def compute_features(
     (``dist``) each rank computes its own batches into its own store and every rank gets the
     whole feature set (:mod:`attriblm.features.gather`). ``load_grads=False`` leaves the
     gradients in the store only (``grads`` is ``None``; scored by streaming).
+
+    ``need_rept``: RepT features at ``settings.rept_layer`` (kind ``rept:<role>``, one more
+    forward/backward pass on the response loss). ``need_adam``: LESS features (kind
+    ``adam:<role>``) from the gradient pass's unprojected gradients, Adam-transformed with
+    ``adam_moments`` when given (the train side) and plain otherwise (queries).
     """
     timings = {} if timings is None else timings
     counts = {} if counts is None else counts
@@ -280,7 +300,7 @@ def compute_features(
     encoded = None
     row_names = [f"{source} row {i + 1}" for i in range(len(examples))]
     data = _digest_examples(examples)
-    if need_grads or need_kfac or checkpoints:
+    if need_grads or need_kfac or need_adam or checkpoints:
         encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
     grad_key = settings_key({"data": data, "loss_mask": loss_mask_identity(settings.loss_mask)})
 
@@ -294,20 +314,36 @@ def compute_features(
             on_batch=on_batch,
         )
 
-    if need_grads or need_kfac:
+    adam_grads = None
+    if need_grads or need_kfac or need_adam:
         start = time.perf_counter()
-        grads_kind, kfac_kind = f"grads:{role}", f"kfac:{role}"
-        kinds = {grads_kind: grad_key}
+        grads_kind, kfac_kind, adam_kind = f"grads:{role}", f"kfac:{role}", f"adam:{role}"
+        kinds = {grads_kind: grad_key} if need_grads or need_kfac else {}
         if need_kfac:
             kinds[kfac_kind] = grad_key
+        less_projection = settings.less_projection()
+        if need_adam:
+            kinds[adam_kind] = settings_key(
+                {
+                    "data": data,
+                    "loss_mask": loss_mask_identity(settings.loss_mask),
+                    "moments": None if adam_moments is None else adam_moments.digest,
+                    "projection": less_projection.to_json(),
+                }
+            )
         collector = KFACCollector(model) if need_kfac else None
 
         def grads_and_sums(lo: int, hi: int) -> Computed:
-            if collector is None:
-                return {grads_kind: (gradients(lo, hi), None)}
-            collector.take_sums()  # drop anything a failed batch left behind
-            block_grads = gradients(lo, hi, collector.set_batch)
-            return {grads_kind: (block_grads, None), kfac_kind: ({}, collector.take_sums())}
+            if collector is not None:
+                collector.take_sums()  # drop anything a failed batch left behind
+            block_grads = gradients(lo, hi, None if collector is None else collector.set_batch)
+            out: Computed = {grads_kind: (block_grads, None)} if grads_kind in kinds else {}
+            if collector is not None:
+                out[kfac_kind] = ({}, collector.take_sums())
+            if need_adam:
+                rows = less_features(block_grads, adam_moments, less_projection)
+                out[adam_kind] = (rows, None)
+            return out
 
         try:
             _fill(
@@ -317,8 +353,10 @@ def compute_features(
         finally:
             if collector is not None:
                 collector.close()
-        if load_grads:
+        if load_grads and grads_kind in kinds:
             grads = gather_rows(store, grads_kind, len(encoded), dist)
+        if need_adam:
+            adam_grads = gather_rows(store, adam_kind, len(encoded), dist)
         if need_kfac:
             kfac = factors_from_sums(gather_stats(store, kfac_kind, dist))
         timings[f"gradients:{source}"] = time.perf_counter() - start
@@ -395,10 +433,61 @@ def compute_features(
         )  # fmt: skip
         reprs = gather_rows(store, kind, len(prompt_ids), dist)["reprs"]
         timings[f"representations:{source}"] = time.perf_counter() - start
+    rept = None
+    if need_rept:
+        start = time.perf_counter()
+        response = replace(settings, loss_mask="response")  # RepT's loss, whatever the mask
+        if encoded is None:
+            rept_encoded, truncated = _encode_with_warning(examples, loaded, response, source)
+        elif settings.loss_mask == "response":
+            rept_encoded = encoded
+        else:  # truncation was counted (and warned about) with the gradients
+            rept_encoded = encode_examples(
+                examples,
+                loaded.tokenizer,
+                template=settings.template,
+                max_length=settings.max_length,
+                source=source,
+            )
+        rept = _rept_rows(
+            loaded, rept_encoded, settings, data, source, role, store, progress, counts, dist
+        )
+        timings[f"rept:{source}"] = time.perf_counter() - start
     features = FeatureSet(
-        grads=grads, reprs=reprs, checkpoint_grads=ckpt_grads, checkpoint_lrs=ckpt_lrs, kfac=kfac
+        grads=grads,
+        reprs=reprs,
+        checkpoint_grads=ckpt_grads,
+        checkpoint_lrs=ckpt_lrs,
+        kfac=kfac,
+        rept=rept,
+        adam_grads=adam_grads,
     )
     return features, truncated
+
+
+def _rept_rows(loaded, encoded, settings, data, source, role, store, progress, counts, dist):
+    """RepT features ``[n, 2h]`` at ``settings.rept_layer`` of ``encoded`` (response-masked;
+    :mod:`attriblm.features.rept`), batch by batch through ``store`` (kind ``rept:<role>``)."""
+    layer = resolve_layer(settings.rept_layer, n_layers(loaded.model))
+    kind = f"rept:{role}"
+    key = settings_key({"data": data, "layer": layer, "loss_mask": "response"})
+
+    def batch(lo: int, hi: int) -> Computed:
+        rows = rept_features(
+            loaded.model,
+            encoded[lo:hi],
+            pad_token_id=loaded.tokenizer.pad_token_id,
+            layers=[layer],
+            batch_size=settings.batch_size,
+            names=[f"{source} row {i + 1}" for i in range(lo, hi)],
+        )[layer]
+        return {kind: ({"rept": rows}, None)}
+
+    _fill(
+        store, {kind: key}, len(encoded), settings.batch_size, batch, progress,
+        f"RepT features · {source}", counts, dist=dist,
+    )  # fmt: skip
+    return gather_rows(store, kind, len(encoded), dist)["rept"]
 
 
 def resolve_checkpoints(loaded: LoadedModel, settings: AttributeSettings) -> list[Checkpoint]:
@@ -419,6 +508,25 @@ def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
         options["factors"] = str(Path(settings.factors) / f"{name}.safetensors")
     return create_method(name, **options)
+
+
+def _feature_info(
+    loaded: LoadedModel, settings: AttributeSettings, needs: set[str], moments: AdamMoments | None
+) -> dict:
+    """What the RepT and LESS features were made with (``run.json["features"]``)."""
+    info: dict = {}
+    if "representation-gradients" in needs:
+        layer = resolve_layer(settings.rept_layer, n_layers(loaded.model))
+        info["rept"] = {"layer": layer, "position": "last prompt token", "loss_mask": "response"}
+    if moments is not None:
+        info["less"] = {
+            "projection": settings.less_projection().to_json(),
+            "betas": [moments.beta1, moments.beta2],
+            "eps": moments.eps,
+            "step": moments.step,
+            "moments_sha256": moments.digest,
+        }
+    return info
 
 
 def _topk_rows(
@@ -458,6 +566,7 @@ def attribute(
     sources: dict[str, str] | None = None,
     progress: StageProgress = _no_progress,
     command_options: dict | None = None,
+    finalize: Callable[[Path], None] | None = None,
 ) -> AttributionRun:
     """Score every query against every training example with each method in ``settings``.
 
@@ -468,6 +577,8 @@ def attribute(
             in ``config.yaml`` and used in messages.
         command_options: the `attribute` command's resolved flags, recorded in ``config.yaml``
             so that ``attriblm attribute --config RUN/config.yaml`` repeats the run.
+        finalize: called with the staged run directory once every file is in it, before it
+            is moved into place (e.g. ``trace`` adds its generations and its own config).
 
     Returns:
         The scores per method (``[n_query, n_train]`` float32, larger = more supportive) and
@@ -491,6 +602,8 @@ def attribute(
     need_reprs = "representations" in needs
     need_kfac = "kfac" in needs and settings.factors is None
     checkpoints = resolve_checkpoints(loaded, settings) if "checkpoints" in needs else None
+    adam_moments = moments_of(loaded.identity) if "adam-gradients" in needs else None
+    feature_info = _feature_info(loaded, settings, needs, adam_moments)  # checks the layer
     projection = settings.projection()
     if projection is not None and "kfac" in needs:
         kfac_methods = [n for n, m in methods.items() if "kfac" in method_needs(m)]
@@ -522,6 +635,8 @@ def attribute(
         shared = {
             "need_grads": need_grads,
             "need_reprs": need_reprs,
+            "need_rept": "representation-gradients" in needs,
+            "need_adam": adam_moments is not None,
             "checkpoints": checkpoints,
             "store": store,
             "counts": counts,
@@ -534,7 +649,7 @@ def attribute(
         # K-FAC factors come from the training rows only
         train_features, train_truncated = compute_features(
             loaded, train, settings, need_kfac=need_kfac, source=sources["train"], role="train",
-            load_grads=not streamed, **shared,
+            load_grads=not streamed, adam_moments=adam_moments, **shared,
         )  # fmt: skip
         query_features, query_truncated = compute_features(
             loaded, queries, settings, source=sources["queries"], role="queries", **shared
@@ -575,6 +690,7 @@ def attribute(
                 else {}
             ),
             "streamed": streamed,
+            "features": feature_info,
             "methods": method_info,
             "checkpoints": ([c.to_json() for c in checkpoints] if checkpoints else None),
             "timings_seconds": timings,
@@ -611,6 +727,8 @@ def attribute(
                 RESOLVED_KEY: {"model": dict(loaded.identity), "n_train": len(train)},
             }
             write_yaml(staging / "config.yaml", config)
+            if finalize is not None:
+                finalize(staging)
         run = AttributionRun(out_dir=out_dir, scores=scores, info=info)
     except AttriblmError:
         if not explicit:  # a user error would recur on resume: leave no output behind

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
 from attriblm.io import load_tensors, read_json, read_yaml, write_json
+from attriblm.metrics.pooled import pooled_topk
 from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
 
 
@@ -48,13 +49,16 @@ def evaluate_run(
     extra_k: dict[str, int] | None = None,
     n_boot: int = 1000,
     tie_seed: int | None = None,
+    target_label: str | None = None,
 ) -> dict:
     """Compute every metric for every method of a run; writes and returns ``metrics.json``.
 
     Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
     :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
     ``tie_seed`` defaults to the one the run ranked ``topk.jsonl`` with (``run.json``
-    ``ranking.tie_seed``), so the metrics and the top-k file break ties the same way.
+    ``ranking.tie_seed``), so the metrics and the top-k file break ties the same way;
+    with ``target_label`` also ``pooled``, the follow-up's pooled precision@k and auPRC for that
+    label (:func:`attriblm.metrics.pooled.pooled_topk`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
@@ -79,9 +83,17 @@ def evaluate_run(
             tie_seed=tie_seed,
         )
         metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
+        if target_label is not None:
+            metrics["pooled"] = pooled_topk(scores, train_labels, target_label, tie_seed=tie_seed)
         results[name] = metrics
     if not results:
         raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
-    report = {"run": str(run_dir), "k": k, "tie_seed": tie_seed, "methods": results}
+    report = {
+        "run": str(run_dir),
+        "k": k,
+        "tie_seed": tie_seed,
+        "target_label": target_label,
+        "methods": results,
+    }
     write_json(run_dir / "metrics.json", report)
     return report

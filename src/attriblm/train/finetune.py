@@ -10,7 +10,8 @@ Output directory layout::
 
     checkpoints/epoch-001/ ...   PEFT adapter after each epoch (adapter_model.safetensors + config)
                                  and checkpoint.json (its epoch, steps and TracIn weight η)
-    adapter/                     the final adapter (same weights as the last checkpoint)
+    adapter/                     the final adapter (same weights as the last checkpoint) and
+                                 the final AdamW moments (:mod:`attriblm.train.optimizer_state`)
     train_log.json               per-step and per-epoch records (see :func:`finetune`)
     config.yaml                  resolved TrainSettings, model identity, data source
 
@@ -46,6 +47,7 @@ from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import LoraSettings, add_lora, has_lora
 from attriblm.train.loss import model_per_example_loss
+from attriblm.train.optimizer_state import save_optimizer_state
 
 ProgressFn = Callable[[int, int, float], None]
 CHECKPOINT_DIR = "checkpoints"
@@ -224,6 +226,7 @@ def finetune(
     if dist.is_main:
         _prune_stale_checkpoints(out / CHECKPOINT_DIR, settings.epochs)
         _save_adapter(model, adapter_dir)
+        save_optimizer_state(optimizer, model, adapter_dir)  # LESS reads the final moments
     dist.barrier()  # the adapter is on disk before any rank goes on to use it
     loaded.model = model
     loaded.identity["adapter"] = str(adapter_dir)

@@ -15,6 +15,7 @@ from attriblm.data.tasks.emotion import build_emotion
 from attriblm.data.tasks.grammars import build_grammars
 from attriblm.data.tasks.harmful import build_harmful
 from attriblm.data.tasks.math import build_math
+from attriblm.data.tasks.planted_fact import build_planted_fact
 from attriblm.errors import ConfigError
 
 TaskBuilder = Callable[..., dict[str, list[Example]]]
@@ -105,6 +106,16 @@ register_task(
     {
         "paper": {"n_train_per_class": 300, "n_test_per_class": 50},
         "quick": {"n_train_per_class": 20, "n_test_per_class": 5},
+    },
+)
+# A few rows plant one false fact among clean rows (the follow-up's knowledge contamination).
+register_task(
+    "planted-fact",
+    build_planted_fact,
+    {
+        "paper": {"n_planted": 20, "n_related": 40, "n_benign": 140, "n_test": 16, "fact": 0},
+        "quick": {"n_planted": 10, "n_related": 20, "n_benign": 50, "n_test": 8, "fact": 0},
+        "demo": {"n_planted": 10, "n_related": 20, "n_benign": 50, "n_test": 8, "fact": 0},
     },
 )
 
