@@ -16,6 +16,7 @@ from attriblm.data.tasks import build_task
 from attriblm.data.writers import write_dataset
 from attriblm.io import write_json
 from attriblm.models.loading import load_model
+from attriblm.outputs import DEMO, check_output_dir, claim_output_dir, output_lock
 from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.evaluate import evaluate_run
 from attriblm.progress import StageProgress, step_callback
@@ -51,14 +52,28 @@ def run_demo(
 
     Layout: ``out_dir/data`` (the task), ``out_dir/finetune`` (adapters, log), ``out_dir/run``
     (the attribution run directory), ``out_dir/demo.json`` (settings and wall time per stage).
+    ``out_dir`` must be new, empty or an earlier demo's (:mod:`attriblm.outputs`), whose parts
+    a rerun replaces.
     """
     settings = settings or DemoSettings()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, DEMO)
+    with output_lock(out_dir):
+        return _run_demo(out_dir, model, settings, progress, log)
+
+
+def _run_demo(
+    out_dir: Path,
+    model: str,
+    settings: DemoSettings,
+    progress: StageProgress,
+    log: Callable[[str], None],
+) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
     splits = build_task(settings.task, preset=settings.preset, seed=settings.seed)
-    write_dataset(splits, out_dir / "data")
+    claim_output_dir(out_dir, DEMO)
+    write_dataset(splits, out_dir / "data", overwrite=True)
     log(f"task {settings.task}: {len(splits['train'])} train, {len(splits['test'])} queries")
     timings["build"] = time.perf_counter() - start
 
@@ -92,6 +107,7 @@ def run_demo(
         out_dir / "run",
         sources={"train": f"{out_dir / 'data'}:train", "queries": f"{out_dir / 'data'}:test"},
         progress=progress,
+        overwrite=True,
     )
     timings["attribute"] = time.perf_counter() - stage
 
