@@ -19,6 +19,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from attriblm.errors import DataError
+
 
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,17 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor]) -> Path:
 
 
 def load_tensors(path: Path | str) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Every tensor of a safetensors file; DataError naming the file when it is missing,
+    unreadable or not safetensors (e.g. garbage bytes, a truncated copy)."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or ["?"])[0]
+        raise DataError(f"{path}: cannot read safetensors file ({reason})") from None
 
 
 @contextmanager

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from attriblm.errors import AttriblmError, DataError
-from attriblm.io import load_tensors, read_json, read_yaml, write_json
+from attriblm.io import read_yaml, write_json
 from attriblm.metrics.ranking import evaluate_scores
+from attriblm.runcheck import check_run
 
 
 def _labels(path: Path, source: str | None = None) -> list[str]:
@@ -34,13 +37,6 @@ def _labels(path: Path, source: str | None = None) -> list[str]:
     return labels
 
 
-def method_names(run_dir: Path) -> list[str]:
-    """Methods with a score file in ``run_dir/scores``, in the order the run listed them."""
-    files = {p.stem: p for p in (run_dir / "scores").glob("*.safetensors")}
-    ordered = list(read_json(run_dir / "run.json").get("methods", {}))
-    return [m for m in ordered if m in files] + sorted(set(files) - set(ordered))
-
-
 def evaluate_run(
     run_dir: Path | str,
     *,
@@ -50,27 +46,39 @@ def evaluate_run(
 ) -> dict:
     """Compute every metric for every method of a run; writes and returns ``metrics.json``.
 
+    The run is first checked against its ``run.json`` (:func:`attriblm.runcheck.check_run`:
+    every listed method's score file present, readable, ``[n_query, n_train]``, finite), so a
+    deleted or damaged score file is a DataError naming it, never a method silently missing.
+
     Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
     :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
-        raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
-    info = read_json(run_dir / "run.json")
+    run = check_run(run_dir)
     config_path = run_dir / "config.yaml"
-    config = (read_yaml(config_path) or {}) if config_path.is_file() else {}
+    config = _config(config_path)
     train_labels = _labels(run_dir / "data" / "train.jsonl", config.get("train"))
     query_labels = _labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
     results: dict[str, dict] = {}
-    for name in method_names(run_dir):
-        scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
+    for name in run.methods:
         metrics = evaluate_scores(
-            scores, query_labels, train_labels, k=k, extra_k=extra_k, n_boot=n_boot
+            run.scores[name], query_labels, train_labels, k=k, extra_k=extra_k, n_boot=n_boot
         )
-        metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
+        metrics["seconds"] = (run.info.get("methods", {}).get(name) or {}).get("seconds")
         results[name] = metrics
     if not results:
         raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
     report = {"run": str(run_dir), "k": k, "methods": results}
     write_json(run_dir / "metrics.json", report)
     return report
+
+
+def _config(path: Path) -> dict:
+    """The run's ``config.yaml`` (``{}`` when absent); DataError naming it when unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        config = read_yaml(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DataError(f"{path}: cannot read YAML ({type(error).__name__})") from None
+    return config if isinstance(config, dict) else {}
