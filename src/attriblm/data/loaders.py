@@ -199,8 +199,21 @@ def optional_field(row: dict[str, Any], name: str, where: str, source: str) -> s
 
 
 def string_value(value: Any, name: str, where: str, source: str) -> str:
+    """``value`` when it is a string of valid Unicode text; DataError naming the row otherwise.
+
+    JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which Python decodes to a string no
+    tokenizer or UTF-8 writer accepts; it is rejected here, with the character position.
+    """
     if not isinstance(value, str):
         raise DataError(
             f"{source}: {where}: field {name!r} must be a string, got {type(value).__name__}"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        raise DataError(
+            f"{source}: {where}: field {name!r} holds a lone surrogate U+{code:04X} at "
+            f"character {err.start + 1}, which is not valid Unicode text (a broken \\u escape?)"
+        ) from None
     return value
