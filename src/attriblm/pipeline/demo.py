@@ -71,15 +71,16 @@ def _run_demo(
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
+    stage = time.perf_counter()
+    base = load_model(model)  # first: a bad --model leaves nothing behind
+    timings["load_model"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
     splits = build_task(settings.task, preset=settings.preset, seed=settings.seed)
     claim_output_dir(out_dir, DEMO)
     write_dataset(splits, out_dir / "data", overwrite=True)
     log(f"task {settings.task}: {len(splits['train'])} train, {len(splits['test'])} queries")
-    timings["build"] = time.perf_counter() - start
-
-    stage = time.perf_counter()
-    base = load_model(model)
-    timings["load_model"] = time.perf_counter() - stage
+    timings["build"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
     result = finetune(
