@@ -53,7 +53,7 @@ from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights, matches
 from attriblm.features.gather import gather_rows, gather_stats
 from attriblm.features.gradients import per_example_gradients
 from attriblm.features.kfac import KFACCollector, factors_from_sums
-from attriblm.features.projection import Projection
+from attriblm.features.projection import PROJECTION_KINDS, Projection
 from attriblm.features.representations import representations
 from attriblm.features.store import (
     FeatureStore,
@@ -123,6 +123,7 @@ class AttributeSettings:
         Damping(self.damping_mode, self.damping)
         if self.proj_dim is not None:
             check.integer("proj_dim", self.proj_dim, 1)
+        check.one_of("proj_kind", self.proj_kind, PROJECTION_KINDS)  # even without --proj-dim
         check.integer("proj_seed", self.proj_seed)
         check_store_options(self)
 
