@@ -30,7 +30,8 @@ shards (and 64), so the total bookkeeping written stays linear in the number of 
 Resume rule: opening a store whose manifest has the same settings key keeps its shards (after a
 size check); a kind declared again with the same data key, row count and projection flag keeps
 its shards, and :meth:`FeatureStore.pending` lists the row ranges still to compute. Any mismatch
-starts that store (or kind) afresh. One writer per store at a time.
+starts that store (or kind) afresh. One writer per store at a time (``attribute`` locks it:
+:func:`attriblm.outputs.output_lock`).
 
 Storage dtype (:mod:`attriblm.features.row_codec`): ``fp32`` (exact), ``bf16`` (half the disk;
 relative error up to 2⁻⁹ per entry) or ``fp16`` (half the disk; rows scaled by their largest
