@@ -92,7 +92,7 @@ def template(tmp_path_factory) -> Path:
         AttributeSettings(methods=["gradsim", "datainf"]),
         root / "run",
     )
-    for name in ("deleted", "garbage", "shape", "nan"):
+    for name in ("deleted", "garbage", "shape", "nan", "config"):
         shutil.copytree(root / "run", root / f"run-{name}")
     (root / "run-deleted" / "scores" / "datainf.safetensors").unlink()
     (root / "run-garbage" / "scores" / "datainf.safetensors").write_bytes(os.urandom(64))
@@ -101,6 +101,9 @@ def template(tmp_path_factory) -> Path:
     nan = np.zeros((len(ROWS), len(ROWS)), np.float32)
     nan[0, 1] = np.nan
     save_file({"scores": nan}, str(root / "run-nan" / "scores" / "gradsim.safetensors"))
+    (root / "run-config" / "config.yaml").write_text("train: [unclosed\n", encoding="utf-8")
+    (root / "bad-finetune" / "checkpoints").mkdir(parents=True)
+    (root / "bad-finetune" / "train_log.json").write_text("{truncated", encoding="utf-8")
     write_dataset({"train": [Example("p", "r")]}, root / "dataset")
     (root / "file").write_text("not a directory", encoding="utf-8")
     (root / "foreign").mkdir()
@@ -166,12 +169,18 @@ CASES = [
     ),
     ("attribute-pickled-adapter", _with("{w}/adapter", "{w}/pickled-adapter"), "--allow-pickle"),
     ("attribute-missing-adapter", _with("{w}/adapter", "{w}/none"), "none"),
+    (
+        "attribute-garbage-train-log",
+        _with("gradsim", "tracin --checkpoints {w}/bad-finetune"),
+        "train_log.json: not valid JSON",
+    ),
     # evaluate
     ("evaluate-deleted-score-file", "evaluate --run {w}/run-deleted", "datainf.safetensors: miss"),
     ("evaluate-garbage-score-file", "evaluate --run {w}/run-garbage", "datainf.safetensors: can"),
     ("evaluate-wrong-shape", "evaluate --run {w}/run-shape", "scores are [5, 4]"),
     ("evaluate-nan-scores", "evaluate --run {w}/run-nan", "NaN or infinite"),
     ("evaluate-not-a-run", "evaluate --run {w}/foreign", "not a run directory"),
+    ("evaluate-garbage-config", "evaluate --run {w}/run-config", "config.yaml: not valid YAML"),
     ("evaluate-k-0", "evaluate --run {w}/run --k 0", "--k"),
     # build
     ("build-unknown-task", "build nope --out {w}/new", "nope"),
@@ -262,6 +271,9 @@ def test_the_positive_controls_succeed(monkeypatch, capsys, world):
     pickled = [*args, "--adapter", str(world / "pickled-adapter")]  # the last --adapter wins
     code, _out, err = cli(monkeypatch, capsys, "--allow-pickle", *pickled)
     assert code == 0, err
+    from attriblm.models import loading
+
+    assert loading._ALLOW_PICKLE is False  # the flag lasts one command
 
 
 HOLDER = """

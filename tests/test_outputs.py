@@ -249,3 +249,14 @@ def test_lock_file_lives_beside_the_output(tmp_path):
     assert lock_path(tmp_path / "run") == tmp_path / ".run.lock"
     assert lock_path(tmp_path / "run.store") == tmp_path / ".run.store.lock"
     assert outputs.LOCK_SUFFIX == ".lock"
+
+
+def test_a_torchrun_store_holding_rank_stores_is_accepted(tmp_path):
+    store = tmp_path / "run.store"
+    (store / "rank-0-of-2").mkdir(parents=True)
+    (store / "rank-1-of-2").mkdir()
+    (store / ".rank-1-of-2.lock").write_text("")
+    assert check_store_dir(store) == store
+    (store / "notes.txt").write_text("someone else's")
+    with pytest.raises(OutputError, match="not an attriblm feature store"):
+        check_store_dir(store)

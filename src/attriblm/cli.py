@@ -520,3 +520,6 @@ def main() -> None:
         )
     finally:
         close()
+        loading = sys.modules.get("attriblm.models.loading")
+        if loading is not None:  # --allow-pickle lasts one command (matters when run in-process)
+            loading.set_allow_pickle(False)

@@ -28,3 +28,8 @@ class ConfigError(AttriblmError):
 class OutputError(AttriblmError):
     """An output path cannot be used: a file, a foreign or locked directory, an unwritable
     parent (the message names the path and the option)."""
+
+
+class FileFormatError(DataError, ValueError):
+    """A JSON, YAML or safetensors file is not valid (the message names it). Also a
+    ``ValueError``, so code that treats an unparsable file as absent keeps doing so."""

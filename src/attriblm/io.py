@@ -19,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from attriblm.errors import DataError
+from attriblm.errors import DataError, FileFormatError
 
 
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
@@ -68,11 +68,20 @@ def write_yaml(path: Path | str, obj: Any) -> Path:
 
 
 def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a UTF-8 JSON file; FileFormatError naming it when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FileFormatError(f"{path}: not valid JSON ({error})") from None
 
 
 def read_yaml(path: Path | str) -> Any:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """Parse a UTF-8 YAML file (safe loader); FileFormatError naming it when it is not valid."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FileFormatError(f"{path}: not valid YAML ({reason})") from None
 
 
 def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor]) -> Path:

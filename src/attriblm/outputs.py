@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from pathlib import Path
 from attriblm.errors import OutputError
 
 MARKER = ".attriblm-output"
+_RANK_STORE = re.compile(r"rank-\d+-of-\d+")
 MARKER_FORMAT = "attriblm-output/1"
 LOCK_SUFFIX = ".lock"
 
@@ -237,14 +239,25 @@ def check_store_dir(path: Path | str, *, option: str = "--store") -> Path:
         return path
     if not path.is_dir():
         raise OutputError(f"{label}: exists and is not a feature store directory (it is a file)")
-    _entries(path, label)  # readable
-    if not looks_like_store(path):
+    names = _entries(path, label)
+    if not (looks_like_store(path) or _rank_stores(path, names)):
         raise OutputError(
             f"{label}: exists and is not an attriblm feature store (no {MANIFEST}); "
             f"choose another {option}"
         )
     require_writable(path, label)
     return path
+
+
+def _rank_stores(path: Path, names: list[str]) -> bool:
+    """``path`` holds only torchrun ranks' stores (``rank-R-of-W/``) and their lock files."""
+    dirs = [n for n in names if _RANK_STORE.fullmatch(n) and (path / n).is_dir()]
+    locks = [
+        n
+        for n in names
+        if n.startswith(".") and n.endswith(LOCK_SUFFIX) and _RANK_STORE.fullmatch(n[1:-5])
+    ]
+    return bool(dirs) and len(dirs) + len(locks) == len(names)
 
 
 # ---------------------------------------------------------------- locks

@@ -520,7 +520,9 @@ def claim_outputs(
     explicit = settings.store is not None
     store_dir = Path(settings.store).expanduser() if explicit else default_store_dir(out_dir)
     store_option = "--store" if explicit else "feature store"
-    check_store_dir(store_dir, option=store_option)
+    check_store_dir(store_dir, option=store_option)  # under torchrun: holds rank-R-of-W/
+    if dist is not None and dist.active:
+        check_store_dir(rank_store_dir(store_dir, dist), option=store_option)
     with ExitStack() as stack:
         if dist is not None:
             if dist.is_main:

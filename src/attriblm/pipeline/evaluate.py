@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from attriblm.errors import AttriblmError, DataError
 from attriblm.io import read_yaml, write_json
 from attriblm.metrics.ranking import evaluate_scores
@@ -74,11 +72,6 @@ def evaluate_run(
 
 
 def _config(path: Path) -> dict:
-    """The run's ``config.yaml`` (``{}`` when absent); DataError naming it when unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        config = read_yaml(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DataError(f"{path}: cannot read YAML ({type(error).__name__})") from None
+    """The run's ``config.yaml`` (``{}`` when absent); FileFormatError naming it when invalid."""
+    config = read_yaml(path) if path.is_file() else {}
     return config if isinstance(config, dict) else {}
