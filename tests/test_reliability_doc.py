@@ -31,13 +31,39 @@ def test_every_cited_test_exists():
     assert missing == []
 
 
+def _section(title: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
 def test_every_table_row_names_a_test_or_is_marked_pending():
     rows = [
         line
-        for line in DOC.read_text(encoding="utf-8").splitlines()
+        for line in _section("Failure modes").splitlines()
         if line.startswith("| ") and not line.startswith("| failure mode")
     ]
     assert len(rows) >= 20
     for row in rows:
         assert REFERENCE.search(row) or "pending" in row, row
     assert any("SIGKILL" in row for row in rows)
+
+
+def _cli_case_ids() -> list[str]:
+    """The case ids of ``CASES`` in tests/test_cli_errors.py (first element of each tuple)."""
+    tree = ast.parse((ROOT / "tests" / "test_cli_errors.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CASES" for t in node.targets
+        ):
+            return [case.elts[0].value for case in node.value.elts]
+    raise AssertionError("tests/test_cli_errors.py has no CASES")
+
+
+def test_every_bad_input_the_cli_test_drives_is_listed():
+    listed = set(re.findall(r"`([a-z0-9-]+)`", _section("What the command-line test drives")))
+    ids = _cli_case_ids()
+    assert len(ids) >= 40
+    assert sorted(set(ids) - listed) == []
+    assert sorted(i for i in listed if "-" in i and i not in ids and not i.startswith("--")) == []

@@ -161,3 +161,19 @@ def test_loaders_pass_trust_remote_code_through_and_default_to_false():
     assert inspect.signature(loading.load_model).parameters["trust_remote_code"].default is False
     source = inspect.getsource(loading._load_local)
     assert '"trust_remote_code": trust_remote_code' in source
+
+
+def test_pickled_weights_need_an_explicit_flag():
+    """Pickled weights load only with ``allow_pickle=True`` / ``--allow-pickle``: the API's
+    default defers to the flag, and the flag is off unless given."""
+    import inspect
+
+    from attriblm.cli import app
+    from attriblm.models import loading
+
+    assert inspect.signature(loading.load_model).parameters["allow_pickle"].default is None
+    assert loading._ALLOW_PICKLE is False
+    options = inspect.signature(app.registered_callback.callback).parameters
+    assert options["allow_pickle"].default is False
+    source = inspect.getsource(loading._load_local)
+    assert "use_safetensors=None if allow_pickle else True" in source

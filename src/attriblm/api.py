@@ -61,18 +61,20 @@ def attribute(
     *,
     methods: Sequence[str] = ("all",),
     settings: AttributeSettings | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> AttributionRun:
     """Score every query against every training example; writes the run directory ``out``.
 
     ``methods``: names from :func:`available_methods` or ``"all"``; ``options`` override
-    :class:`AttributeSettings` fields (``loss_mask``, ``damping``, ...). Returns the scores per
-    method, each ``[n_query, n_train]``.
+    :class:`AttributeSettings` fields (``loss_mask``, ``damping``, ...). ``overwrite`` replaces
+    an earlier run at ``out`` (otherwise that is an OutputError). Returns the scores per method,
+    each ``[n_query, n_train]``.
     """
     from attriblm.pipeline.attribute import attribute as run
 
     resolved = _settings(AttributeSettings, settings, {**options, "methods": list(methods)}, "")
-    return run(model, train, queries, resolved, out)
+    return run(model, train, queries, resolved, out, overwrite=overwrite)
 
 
 def trace(

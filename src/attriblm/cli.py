@@ -1,11 +1,18 @@
 """The ``attriblm`` command line: thin wrappers over the Python API.
 
-Any :class:`attriblm.errors.AttriblmError` becomes one line on stderr and exit code 2.
+Error contract (:func:`main`, docs/RELIABILITY.md): a user error (an
+:class:`attriblm.errors.AttriblmError`, or an environment failure such as a full disk or a
+read-only directory) is one line on stderr and exit code 2; anything else is a bug in attriblm:
+one line with a hint to rerun with ``--debug`` and exit code 1. ``--debug`` (or
+``ATTRIBLM_DEBUG=1``) adds the traceback, with the same exit codes.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -38,6 +45,7 @@ from attriblm.cli_options import (
     write_command_config,
 )
 from attriblm.errors import AttriblmError, ConfigError
+from attriblm.outputs import BENCH, DATASET, DEMO, FINETUNE, claimed_output
 
 app = typer.Typer(
     add_completion=False,
@@ -54,6 +62,23 @@ def _print_version(value: bool) -> None:
 
         print(f"attriblm {__version__}")
         raise typer.Exit()
+
+
+def _debug_from_env() -> bool:
+    return os.environ.get("ATTRIBLM_DEBUG", "") not in ("", "0")
+
+
+_DEBUG = _debug_from_env()
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an earlier output of this command at --out.")
+]
+
+
+def _single_process() -> bool:
+    """Not launched by torchrun (there, each rank takes its own locks once it has joined)."""
+    from attriblm.dist import launched_world_size
+
+    return launched_world_size() == 1
 
 
 @app.callback()
@@ -73,11 +98,27 @@ def _global_options(
             help="Print attriblm's version and exit.",
         ),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of any error (also ATTRIBLM_DEBUG=1)."),
+    ] = False,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Also load pickled weights (pytorch_model.bin, adapter_model.bin) of models and "
+            "adapters you trust; by default only safetensors are read.",
+        ),
+    ] = False,
 ) -> None:
     """Which training examples made my fine-tuned language model do this?"""
+    from attriblm.models.loading import set_allow_pickle
     from attriblm.progress import set_log_format
 
+    global _DEBUG
+    _DEBUG = debug or _debug_from_env()
     set_log_format("json" if log_json else "text")
+    set_allow_pickle(allow_pickle)
 
 
 def _join_torchrun(device: str):
@@ -129,6 +170,7 @@ def finetune(
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a LoRA adapter (the study's recipe by default); saves an adapter per epoch."""
+    ctx.with_resource(claimed_output(out, FINETUNE, lock=_single_process()))
     from attriblm.data.loaders import load_examples
     from attriblm.models.loading import load_model
     from attriblm.models.lora import LoraSettings
@@ -154,6 +196,7 @@ def finetune(
             target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
         ),
     )
+    settings.validate()  # before loading anything (finetune() checks again)
     dist = _join_torchrun(device)
     loaded = load_model(model, device=device, dtype=dtype)
     with stage_progress(not quiet and dist.is_main) as progress:
@@ -238,13 +281,15 @@ def attribute(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Score every query against every training example; writes RUN/scores/<method>.safetensors."""
     from attriblm.data.loaders import load_examples
+    from attriblm.dist import SINGLE
     from attriblm.methods.registry import expand_method_names
     from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings, check_store_options
+    from attriblm.pipeline.attribute import AttributeSettings, check_store_options, claim_outputs
     from attriblm.pipeline.attribute import attribute as run_attribute
     from attriblm.progress import stage_progress
 
@@ -270,6 +315,8 @@ def attribute(
         proj_seed=proj_seed,
     )
     check_store_options(settings)
+    dist_now = SINGLE if _single_process() else None  # torchrun ranks lock after joining
+    ctx.with_resource(claim_outputs(out, settings, overwrite=overwrite, dist=dist_now))
     fields = _fields(prompt_field, response_field, label_field)
     train_examples = load_examples(train, fields)
     query_examples = load_examples(queries, fields)
@@ -285,6 +332,7 @@ def attribute(
             sources={"train": train, "queries": queries},
             progress=progress,
             command_options=recorded(ctx),
+            overwrite=overwrite,
         )
     if dist.is_main:
         console.print(
@@ -494,18 +542,21 @@ def pooled_table(methods: dict[str, dict], target: str) -> Table:
 
 @app.command()
 def build(
+    ctx: typer.Context,
     task: Annotated[str, typer.Argument(help="Task family, e.g. grammars.")],
     out: Annotated[Path, typer.Option(help="Output directory (save_to_disk + jsonl).")] = ...,
     preset: Annotated[str, typer.Option(help="Size preset: paper | quick | demo.")] = "paper",
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
+    overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Generate one of the study's task datasets offline, in the study's format."""
     from attriblm.data.tasks import build_task
     from attriblm.data.writers import write_dataset
 
+    ctx.with_resource(claimed_output(out, DATASET, overwrite=overwrite))
     splits = build_task(task, preset=preset, seed=seed)
-    write_dataset(splits, out)
+    write_dataset(splits, out, overwrite=overwrite)
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
     console.print(f"wrote {out} ({sizes}); load with --train {out}:train --queries {out}:test")
 
@@ -534,6 +585,7 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Build a small grammars task, fine-tune, attribute with every method, evaluate."""
+    ctx.with_resource(claimed_output(out, DEMO))
     from attriblm.pipeline.demo import REPORT_FILE, next_steps, run_demo
     from attriblm.progress import stage_progress
 
@@ -583,6 +635,7 @@ def bench(
     config: ConfigOpt = None,
 ) -> None:
     """The study's grid: fine-tune, attribute and evaluate every task × method × loss mask."""
+    ctx.with_resource(claimed_output(out, BENCH))
     from attriblm.pipeline.bench import ALL_TASKS, run_bench
     from attriblm.progress import stage_progress
 
@@ -618,8 +671,42 @@ app.command("report")(_report_commands.report)
 app.command("inspect")(_report_commands.inspect)
 
 
+# Environment failures the user fixes (disk full, quota, read-only or forbidden path): exit 2.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def environment_error(error: BaseException) -> str | None:
+    """The one-line message for an exception that is the user's environment, not a bug:
+    an OSError of :data:`ENVIRONMENT_ERRNOS` or running out of (GPU) memory; else ``None``."""
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+        where = f"{error.filename}: " if error.filename else ""
+        hint = " (free some disk space)" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return f"{where}{error.strerror or error}{hint}"
+    torch = sys.modules.get("torch")
+    out_of_memory = isinstance(error, MemoryError) or (
+        torch is not None and isinstance(error, torch.OutOfMemoryError)
+    )
+    if out_of_memory:
+        first = (str(error).splitlines() or [""])[0][:200]
+        return f"out of memory ({first or type(error).__name__}); try a smaller --batch-size"
+    return None
+
+
+def _exit(message: str, code: int) -> None:
+    if _DEBUG:
+        traceback.print_exc()
+    print(f"attriblm: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console-script entry point: user errors → one line on stderr, exit code 2."""
+    """Console-script entry point: the error boundary of every command (module doc).
+
+    AttriblmError and :func:`environment_error` cases → one line on stderr, exit code 2; any
+    other exception (a bug) → one line naming it and a hint to rerun with ``--debug``, exit
+    code 1. ``--debug`` / ``ATTRIBLM_DEBUG=1`` print the traceback first. Usage errors are
+    click's (exit 2), Ctrl-C is click's ``Aborted!`` (exit 1).
+    """
     from attriblm.dist import close
     from attriblm.progress import one_line_warnings
 
@@ -628,7 +715,19 @@ def main() -> None:
     try:
         app()
     except AttriblmError as error:
-        print(f"attriblm: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(str(error), 2)
+    except Exception as error:
+        message = environment_error(error)
+        if message is not None:
+            _exit(message, 2)
+        first = (str(error).splitlines() or [""])[0][:300]
+        _exit(
+            f"internal error: {type(error).__name__}: {first} (a bug in attriblm; rerun with "
+            "--debug or ATTRIBLM_DEBUG=1 for the traceback, and please report it)",
+            1,
+        )
     finally:
         close()
+        loading = sys.modules.get("attriblm.models.loading")
+        if loading is not None:  # --allow-pickle lasts one command (matters when run in-process)
+            loading.set_allow_pickle(False)

@@ -85,6 +85,21 @@ ReptLayerOpt = Annotated[
 ]
 
 
+def claim_out(kind: str):
+    """A ``--out`` callback: check the directory for command kind ``kind`` (a key of
+    :data:`attriblm.outputs.KINDS`) before any work and lock it while the command runs."""
+
+    def callback(ctx: typer.Context, _param: typer.CallbackParam, value: Path | None):
+        if value is None or ctx.resilient_parsing:
+            return value
+        from attriblm.outputs import KINDS, claimed_output
+
+        ctx.with_resource(claimed_output(value, KINDS[kind]))
+        return value
+
+    return callback
+
+
 def recorded(ctx: typer.Context) -> dict:
     """The command's resolved options, as written to a run's ``config.yaml``."""
     from attriblm.config import recorded_options

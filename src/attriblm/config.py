@@ -17,8 +17,9 @@ import yaml
 from attriblm.errors import ConfigError
 
 RESOLVED_KEY = "resolved"
-# Options that never go into a written config: the config itself and terminal behaviour.
-NOT_RECORDED = frozenset({"config", "quiet"})
+# Options that never go into a written config: the config itself, terminal behaviour, and
+# --overwrite (repeating a run with --config must not silently replace it).
+NOT_RECORDED = frozenset({"config", "quiet", "overwrite"})
 
 
 def read_command_config(path: Path | str, allowed: set[str]) -> dict[str, Any]:

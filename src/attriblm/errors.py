@@ -1,7 +1,9 @@
 """User-facing errors.
 
 Any :class:`AttriblmError` raised from the library reaches the command line as one line on
-stderr and exit code 2. The message must name the file, row, option or name at fault.
+stderr and exit code 2. The message must name the file, row, option or name at fault. Anything
+else escaping a command is treated as a bug in attriblm: one line, a hint to rerun with
+``--debug``, exit code 1 (``attriblm.cli.main``).
 """
 
 from __future__ import annotations
@@ -21,3 +23,13 @@ class ModelError(AttriblmError):
 
 class ConfigError(AttriblmError):
     """An option has an invalid value or names something unknown (a method, a task, ...)."""
+
+
+class OutputError(AttriblmError):
+    """An output path cannot be used: a file, a foreign or locked directory, an unwritable
+    parent (the message names the path and the option)."""
+
+
+class FileFormatError(DataError, ValueError):
+    """A JSON, YAML or safetensors file is not valid (the message names it). Also a
+    ``ValueError``, so code that treats an unparsable file as absent keeps doing so."""

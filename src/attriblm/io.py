@@ -19,6 +19,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from attriblm.errors import DataError, FileFormatError
+
 
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +68,20 @@ def write_yaml(path: Path | str, obj: Any) -> Path:
 
 
 def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a UTF-8 JSON file; FileFormatError naming it when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FileFormatError(f"{path}: not valid JSON ({error})") from None
 
 
 def read_yaml(path: Path | str) -> Any:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """Parse a UTF-8 YAML file (safe loader); FileFormatError naming it when it is not valid."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FileFormatError(f"{path}: not valid YAML ({reason})") from None
 
 
 def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor]) -> Path:
@@ -87,7 +98,17 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor]) -> Path:
 
 
 def load_tensors(path: Path | str) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Every tensor of a safetensors file; DataError naming the file when it is missing,
+    unreadable or not safetensors (e.g. garbage bytes, a truncated copy)."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or ["?"])[0]
+        raise DataError(f"{path}: cannot read safetensors file ({reason})") from None
 
 
 @contextmanager

@@ -236,3 +236,24 @@ def test_partial_labels_name_first_unlabelled_row(tmp_path):
     csv_path.write_text("prompts,response,variation\na,b,\nc,d,e\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"l\.csv: row 1: label field 'variation' is missing"):
         load_examples(str(csv_path))
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d"])
+def test_lone_surrogate_names_file_row_and_position(tmp_path, escape):
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        f'{{"prompts": "ok", "response": "ok"}}\n{{"prompts": "ab{escape}c", "response": "ok"}}\n',
+        encoding="utf-8",
+    )
+    code = escape[2:].upper()
+    with pytest.raises(
+        DataError,
+        match=rf"s\.jsonl: line 2: field 'prompts' holds a lone surrogate U\+{code} at character 3",
+    ):
+        load_examples(str(path))
+
+
+def test_a_surrogate_pair_escape_is_valid_text(tmp_path):
+    path = tmp_path / "pair.jsonl"
+    path.write_text('{"prompts": "\\ud83d\\ude00", "response": "ok"}\n', encoding="utf-8")
+    assert load_examples(str(path)) == [Example("\U0001f600", "ok")]

@@ -13,7 +13,8 @@ from attriblm.data.loaders import load_examples
 from attriblm.data.schema import Example, FieldMap
 from attriblm.data.tasks import build_task
 from attriblm.data.writers import write_dataset
-from attriblm.errors import DataError
+from attriblm.errors import DataError, OutputError
+from attriblm.outputs import MARKER
 
 
 @pytest.fixture(scope="module")
@@ -88,20 +89,46 @@ def test_bad_split_name(tmp_path):
         write_dataset({"a/b": [Example("p", "r")]}, tmp_path / "x")
 
 
-def test_replaces_existing_dir(tmp_path, splits):
-    out = tmp_path / "g"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    write_dataset(splits, out)
-    assert not (out / "stale.txt").exists()
+def test_replaces_an_earlier_dataset_only_with_overwrite(tmp_path, splits):
+    out = write_dataset({"train": [Example("old", "row")]}, tmp_path / "g")
+    with pytest.raises(OutputError, match="already holds an attriblm dataset.*--overwrite"):
+        write_dataset(splits, out)
+    assert load_examples(f"{out}:train") == [Example("old", "row")]
+    write_dataset(splits, out, overwrite=True)
+    assert load_examples(f"{out}:train") == splits["train"]
     assert load_examples(f"{out}:test") == splits["test"]
     assert leftovers(tmp_path, "g") == []
 
 
+def test_an_earlier_dataset_without_marker_is_recognised(tmp_path, splits):
+    out = write_dataset({"train": [Example("old", "row")]}, tmp_path / "g")
+    (out / MARKER).unlink()  # as written before markers existed
+    write_dataset(splits, out, overwrite=True)
+    assert load_examples(f"{out}:test") == splits["test"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_foreign_directory_is_never_replaced(tmp_path, splits, overwrite):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="non-empty directory that attriblm did not write"):
+        write_dataset(splits, out, overwrite=overwrite)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert leftovers(tmp_path, "g") == []
+
+
+def test_an_empty_directory_is_used(tmp_path, splits):
+    (tmp_path / "g").mkdir()
+    out = write_dataset(splits, tmp_path / "g")
+    assert load_examples(f"{out}:test") == splits["test"]
+
+
 def test_out_dir_is_a_file(tmp_path, splits):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(DataError, match="not a directory"):
-        write_dataset(splits, tmp_path / "f")
+    with pytest.raises(OutputError, match="exists and is not an attriblm dataset"):
+        write_dataset(splits, tmp_path / "f", overwrite=True)
+    assert (tmp_path / "f").read_text() == "x"
 
 
 def boom(*args, **kwargs):
@@ -121,7 +148,7 @@ def test_failure_keeps_previous_out_dir(tmp_path, splits, monkeypatch):
     out = write_dataset({"train": [Example("old", "row")]}, tmp_path / "g")
     monkeypatch.setattr(writers, "write_jsonl", boom)
     with pytest.raises(OSError):
-        write_dataset(splits, out)
+        write_dataset(splits, out, overwrite=True)
     assert load_examples(f"{out}:train") == [Example("old", "row")]
     assert leftovers(tmp_path, "g") == []
 
@@ -140,7 +167,7 @@ def test_failure_during_swap_restores_previous(tmp_path, splits, monkeypatch):
 
     monkeypatch.setattr(os, "replace", flaky_replace)
     with pytest.raises(OSError, match="crash"):
-        write_dataset(splits, out)
+        write_dataset(splits, out, overwrite=True)
     monkeypatch.undo()
     assert len(moved) == 1  # the swap itself failed, after the old dir was set aside
     assert load_examples(f"{out}:train") == [Example("old", "row")]

@@ -189,3 +189,61 @@ def test_no_pad_and_no_eos_is_model_error(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="neither a pad nor an eos"):
         load_model(str(tmp_path))
+
+
+# ---------------------------------------------------------------- safe loading (pickled weights)
+
+
+def _pickle_weights(directory: Path, safetensors_name: str, bin_name: str) -> Path:
+    """Replace ``directory/safetensors_name`` by a pickled copy ``bin_name`` (torch.save)."""
+    from safetensors.torch import load_file
+
+    torch.save(load_file(directory / safetensors_name), directory / bin_name)
+    (directory / safetensors_name).unlink()
+    return directory / bin_name
+
+
+def test_pickled_adapter_is_refused_with_a_conversion_hint(tmp_path):
+    adapter = _save_adapter(tmp_path / "adapter")
+    _pickle_weights(adapter, "adapter_model.safetensors", "adapter_model.bin")
+    with pytest.raises(ModelError) as info:
+        load_model("tiny", adapter=adapter)
+    message = str(info.value)
+    assert "\n" not in message and "adapter_model.bin" in message and str(adapter) in message
+    assert "save_file(torch.load(" in message and "--allow-pickle" in message
+
+
+def test_pickled_adapter_loads_when_allowed_and_equals_the_safetensors_one(tmp_path):
+    safe = _save_adapter(tmp_path / "safe")
+    pickled = _save_adapter(tmp_path / "pickled")
+    _pickle_weights(pickled, "adapter_model.safetensors", "adapter_model.bin")
+    torch.testing.assert_close(
+        _logits(load_model("tiny", adapter=pickled, allow_pickle=True)),
+        _logits(load_model("tiny", adapter=safe)),
+    )
+
+
+def test_the_command_line_flag_sets_the_default(tmp_path):
+    from attriblm.models import loading
+
+    pickled = _save_adapter(tmp_path / "pickled")
+    _pickle_weights(pickled, "adapter_model.safetensors", "adapter_model.bin")
+    try:
+        loading.set_allow_pickle(True)
+        assert load_model("tiny", adapter=pickled).identity["adapter"] == str(pickled.resolve())
+        with pytest.raises(ModelError, match="pickled"):
+            load_model("tiny", adapter=pickled, allow_pickle=False)  # explicit wins
+    finally:
+        loading.set_allow_pickle(False)
+    with pytest.raises(ModelError, match="pickled"):
+        load_model("tiny", adapter=pickled)
+
+
+def test_model_directory_with_pickled_weights_only_is_refused(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model", seed=0)
+    _pickle_weights(model_dir, "model.safetensors", "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"pickled weights only \(pytorch_model\.bin\).*convert"):
+        load_model(str(model_dir))
+    torch.testing.assert_close(
+        _logits(load_model(str(model_dir), allow_pickle=True)), _logits(load_model("tiny"))
+    )

@@ -12,6 +12,7 @@ from attriblm.data.schema import Example
 from attriblm.errors import ConfigError, ModelError
 from attriblm.models.loading import load_model
 from attriblm.models.lora import LoraSettings, lora_linears
+from attriblm.outputs import MARKER, output_kind
 from attriblm.train.checkpoints import FROM_LOG, load_checkpoints
 from attriblm.train.finetune import FinetuneResult, TrainSettings, finetune, read_train_config
 
@@ -51,8 +52,9 @@ def test_outputs_and_checkpoints(run):
     for adapter in [*result.checkpoints, result.adapter_dir]:
         assert (adapter / "adapter_model.safetensors").is_file()
         assert (adapter / "adapter_config.json").is_file()
-    leftovers = [p.name for p in result.out_dir.rglob(".*")]
+    leftovers = [p.name for p in result.out_dir.rglob(".*") if p.name != MARKER]
     assert leftovers == []  # no temporary files or directories
+    assert output_kind(result.out_dir) == "finetune"  # marked as attriblm's own output
 
 
 def test_checkpoints_reload_with_load_model(run):

@@ -8,16 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from attriblm.errors import ConfigError
+from attriblm.outputs import ANALYZE, claim_output_dir
 
 
 def output_dir(out: Path | str) -> Path:
-    """``out`` as a directory (created); ConfigError when it exists as a file."""
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path} exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``out`` as a directory (created and marked as attriblm's); OutputError when it is a file,
+    a non-empty directory attriblm did not write, or unwritable (:mod:`attriblm.outputs`)."""
+    return claim_output_dir(out, ANALYZE)
 
 
 def pyplot():

@@ -31,6 +31,7 @@ from attriblm.cli_options import (
     ResponseFieldOpt,
     TemplateOpt,
     TrainDataOpt,
+    claim_out,
     write_command_config,
 )
 from attriblm.errors import ConfigError
@@ -43,7 +44,9 @@ analyze_app = typer.Typer(
 )
 console = Console()
 
-OutOpt = Annotated[Path, typer.Option(help="Output directory (JSON + PNG).")]
+OutOpt = Annotated[
+    Path, typer.Option(help="Output directory (JSON + PNG).", callback=claim_out("analyze"))
+]
 MethodOpt = Annotated[
     list[str] | None,
     typer.Option("--method", "-m", help="Method name (repeatable) or 'all'; default: see help."),

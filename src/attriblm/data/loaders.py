@@ -109,15 +109,21 @@ def read_jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def read_csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``("row N", row)`` for each data row of a CSV file with a header line.
 
-    Empty cells become ``None`` (CSV cannot tell an empty value from a missing one).
+    Empty cells become ``None`` (CSV cannot tell an empty value from a missing one). A cell may
+    be as long as the file (the csv module's default limit, 128 KiB, is lifted while reading).
     """
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    limit = csv.field_size_limit()
     try:
+        csv.field_size_limit(max(limit, len(text) + 1))
         for number, raw in enumerate(reader, start=1):
             row = {k: (v if v != "" else None) for k, v in raw.items() if k is not None}
             yield f"row {number}", row
     except csv.Error as err:
         raise DataError(f"{path}: malformed CSV near line {reader.line_num} ({err})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def read_saved_rows(path: Path, split: str | None) -> tuple[str, Rows]:
@@ -199,8 +205,21 @@ def optional_field(row: dict[str, Any], name: str, where: str, source: str) -> s
 
 
 def string_value(value: Any, name: str, where: str, source: str) -> str:
+    """``value`` when it is a string of valid Unicode text; DataError naming the row otherwise.
+
+    JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which Python decodes to a string no
+    tokenizer or UTF-8 writer accepts; it is rejected here, with the character position.
+    """
     if not isinstance(value, str):
         raise DataError(
             f"{source}: {where}: field {name!r} must be a string, got {type(value).__name__}"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        raise DataError(
+            f"{source}: {where}: field {name!r} holds a lone surrogate U+{code:04X} at "
+            f"character {err.start + 1}, which is not valid Unicode text (a broken \\u escape?)"
+        ) from None
     return value

@@ -14,23 +14,29 @@ from pathlib import Path
 from attriblm.data.schema import Example, FieldMap
 from attriblm.errors import DataError
 from attriblm.io import staged_directory, write_jsonl
+from attriblm.outputs import DATASET, check_output_dir, output_lock, write_marker
 
 
 def write_dataset(
-    splits: dict[str, list[Example]], out_dir: Path | str, fields: FieldMap | None = None
+    splits: dict[str, list[Example]],
+    out_dir: Path | str,
+    fields: FieldMap | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``splits`` to ``out_dir`` and return it.
 
     Atomic (:func:`attriblm.io.staged_directory`): everything is built in a hidden sibling
-    directory that then replaces ``out_dir`` by rename; an existing ``out_dir`` is removed only
-    after the new one is complete, and a failure at any point leaves no half-written ``out_dir``.
+    directory that then replaces ``out_dir`` by rename; a failure at any point leaves no
+    half-written ``out_dir``. ``out_dir`` must be new, empty, or (with ``overwrite``) an earlier
+    attriblm dataset, which is removed only after the new one is complete; anything else is an
+    :class:`~attriblm.errors.OutputError` before any work (:mod:`attriblm.outputs`).
     """
     fields = fields or FieldMap()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: exists and is not a directory")
-    with staged_directory(out_dir) as staging:
+    out_dir = check_output_dir(out_dir, DATASET, overwrite=overwrite)
+    with output_lock(out_dir), staged_directory(out_dir) as staging:
         build_dataset_dir(splits, staging, fields)
+        write_marker(staging, DATASET)
     return out_dir
 
 

@@ -30,7 +30,8 @@ shards (and 64), so the total bookkeeping written stays linear in the number of 
 Resume rule: opening a store whose manifest has the same settings key keeps its shards (after a
 size check); a kind declared again with the same data key, row count and projection flag keeps
 its shards, and :meth:`FeatureStore.pending` lists the row ranges still to compute. Any mismatch
-starts that store (or kind) afresh. One writer per store at a time.
+starts that store (or kind) afresh. One writer per store at a time (``attribute`` locks it:
+:func:`attriblm.outputs.output_lock`).
 
 Storage dtype (:mod:`attriblm.features.row_codec`): ``fp32`` (exact), ``bf16`` (half the disk;
 relative error up to 2⁻⁹ per entry) or ``fp16`` (half the disk; rows scaled by their largest
@@ -161,8 +162,9 @@ class FeatureStore:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root}: exists and is not a directory (--store)")
         self.root.mkdir(parents=True, exist_ok=True)
-        _remove_temporaries(self.root)
         path = self.root / MANIFEST
+        if path.exists() or all(_ours(p.name) for p in self.root.iterdir()):
+            _remove_temporaries(self.root)  # only in a store: never in someone else's directory
         if path.exists():
             try:
                 old = read_json(path)
@@ -533,6 +535,16 @@ def listed_shards(root: Path | str) -> dict[str, list[dict]]:
 def _rows(payload: Mapping[str, torch.Tensor], block: str) -> torch.Tensor:
     """One block's float32 rows from a loaded shard (undoing fp16's row scale)."""
     return decode_rows(payload[block], payload.get(SCALE_PREFIX + block))
+
+
+def _ours(name: str) -> bool:
+    """A top-level name a store without a manifest may hold (journal, killed atomic writes)."""
+    return name == JOURNAL or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def looks_like_store(root: Path) -> bool:
+    """``root`` (an existing directory) is empty or holds a feature store (never other data)."""
+    return (root / MANIFEST).exists() or all(_ours(p.name) for p in root.iterdir())
 
 
 def _remove_temporaries(root: Path) -> None:

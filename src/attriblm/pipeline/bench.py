@@ -36,6 +36,7 @@ from attriblm.errors import ConfigError
 from attriblm.io import read_json, write_json, write_text
 from attriblm.methods.registry import expand_method_names
 from attriblm.models.loading import load_model
+from attriblm.outputs import BENCH, claim_output_dir
 from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.cache import content_key, examples_key, model_key
 from attriblm.pipeline.evaluate import evaluate_run
@@ -298,7 +299,7 @@ def run_bench(
     _check(tasks, loss_masks)
     started = time.perf_counter()
     computed = {"finetunes": 0, "runs": 0}
-    out_dir = Path(out_dir)
+    out_dir = claim_output_dir(out_dir, BENCH)  # new, empty or an earlier bench's
     cache = out_dir / "cache"
     method_names = expand_method_names(methods)
     if data_dir is None:

@@ -16,6 +16,7 @@ from attriblm.data.tasks import build_task
 from attriblm.data.writers import write_dataset
 from attriblm.io import write_json
 from attriblm.models.loading import load_model
+from attriblm.outputs import DEMO, check_output_dir, claim_output_dir, output_lock
 from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.evaluate import evaluate_run
 from attriblm.progress import StageProgress, step_callback
@@ -66,20 +67,35 @@ def run_demo(
     Layout: ``out_dir/data`` (the task), ``out_dir/finetune`` (adapters, log), ``out_dir/run``
     (the attribution run directory), ``out_dir/report.html`` (the run's HTML report),
     ``out_dir/demo.json`` (settings and wall time per stage).
+    ``out_dir`` must be new, empty or an earlier demo's (:mod:`attriblm.outputs`), whose parts
+    a rerun replaces.
     """
     settings = settings or DemoSettings()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, DEMO)
+    with output_lock(out_dir):
+        return _run_demo(out_dir, model, settings, progress, log)
+
+
+def _run_demo(
+    out_dir: Path,
+    model: str,
+    settings: DemoSettings,
+    progress: StageProgress,
+    log: Callable[[str], None],
+) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
-    splits = build_task(settings.task, preset=settings.preset, seed=settings.seed)
-    write_dataset(splits, out_dir / "data")
-    log(f"task {settings.task}: {len(splits['train'])} train, {len(splits['test'])} queries")
-    timings["build"] = time.perf_counter() - start
+    stage = time.perf_counter()
+    base = load_model(model)  # first: a bad --model leaves nothing behind
+    timings["load_model"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    base = load_model(model)
-    timings["load_model"] = time.perf_counter() - stage
+    splits = build_task(settings.task, preset=settings.preset, seed=settings.seed)
+    claim_output_dir(out_dir, DEMO)
+    write_dataset(splits, out_dir / "data", overwrite=True)
+    log(f"task {settings.task}: {len(splits['train'])} train, {len(splits['test'])} queries")
+    timings["build"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
     result = finetune(
@@ -107,6 +123,7 @@ def run_demo(
         out_dir / "run",
         sources={"train": f"{out_dir / 'data'}:train", "queries": f"{out_dir / 'data'}:test"},
         progress=progress,
+        overwrite=True,
     )
     timings["attribute"] = time.perf_counter() - stage
 

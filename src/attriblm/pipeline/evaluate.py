@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
-from attriblm.io import load_tensors, read_json, read_yaml, write_json
+from attriblm.io import read_yaml, write_json
 from attriblm.metrics.pooled import pooled_topk
 from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
+from attriblm.runcheck import check_run
 
 
 def read_labels(path: Path, source: str | None = None) -> list[str]:
@@ -35,13 +36,6 @@ def read_labels(path: Path, source: str | None = None) -> list[str]:
     return labels
 
 
-def method_names(run_dir: Path) -> list[str]:
-    """Methods with a score file in ``run_dir/scores``, in the order the run listed them."""
-    files = {p.stem: p for p in (run_dir / "scores").glob("*.safetensors")}
-    ordered = list(read_json(run_dir / "run.json").get("methods", {}))
-    return [m for m in ordered if m in files] + sorted(set(files) - set(ordered))
-
-
 def evaluate_run(
     run_dir: Path | str,
     *,
@@ -53,6 +47,10 @@ def evaluate_run(
 ) -> dict:
     """Compute every metric for every method of a run; writes and returns ``metrics.json``.
 
+    The run is first checked against its ``run.json`` (:func:`attriblm.runcheck.check_run`:
+    every listed method's score file present, readable, ``[n_query, n_train]``, finite), so a
+    deleted or damaged score file is a DataError naming it, never a method silently missing.
+
     Returns ``{"methods": {name: metrics}, "k": k, ...}`` where each ``metrics`` is the dict of
     :func:`attriblm.metrics.ranking.evaluate_scores` plus the method's scoring ``seconds``.
     ``tie_seed`` defaults to the one the run ranked ``topk.jsonl`` with (``run.json``
@@ -61,20 +59,16 @@ def evaluate_run(
     label (:func:`attriblm.metrics.pooled.pooled_topk`).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
-        raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
-    info = read_json(run_dir / "run.json")
+    run = check_run(run_dir)
     if tie_seed is None:
-        tie_seed = run_tie_seed(info)
-    config_path = run_dir / "config.yaml"
-    config = (read_yaml(config_path) or {}) if config_path.is_file() else {}
+        tie_seed = run_tie_seed(run.info)
+    config = _config(run_dir / "config.yaml")
     train_labels = read_labels(run_dir / "data" / "train.jsonl", config.get("train"))
     query_labels = read_labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
     results: dict[str, dict] = {}
-    for name in method_names(run_dir):
-        scores = load_tensors(run_dir / "scores" / f"{name}.safetensors")["scores"]
+    for name in run.methods:
         metrics = evaluate_scores(
-            scores,
+            run.scores[name],
             query_labels,
             train_labels,
             k=k,
@@ -82,9 +76,11 @@ def evaluate_run(
             n_boot=n_boot,
             tie_seed=tie_seed,
         )
-        metrics["seconds"] = info.get("methods", {}).get(name, {}).get("seconds")
+        metrics["seconds"] = (run.info.get("methods", {}).get(name) or {}).get("seconds")
         if target_label is not None:
-            metrics["pooled"] = pooled_topk(scores, train_labels, target_label, tie_seed=tie_seed)
+            metrics["pooled"] = pooled_topk(
+                run.scores[name], train_labels, target_label, tie_seed=tie_seed
+            )
         results[name] = metrics
     if not results:
         raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
@@ -97,3 +93,9 @@ def evaluate_run(
     }
     write_json(run_dir / "metrics.json", report)
     return report
+
+
+def _config(path: Path) -> dict:
+    """The run's ``config.yaml`` (``{}`` when absent); FileFormatError naming it when invalid."""
+    config = read_yaml(path) if path.is_file() else {}
+    return config if isinstance(config, dict) else {}

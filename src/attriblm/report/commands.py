@@ -30,8 +30,10 @@ def report(
     """Write one self-contained HTML report (metrics, plots, each query's top-k per method)."""
     from rich.console import Console
 
+    from attriblm.outputs import check_output_file
     from attriblm.report.html import render_report
 
+    check_output_file(out)
     written = render_report(path, out, k=k, max_queries=max_queries)
     Console().print(f"wrote {written} ({written.stat().st_size / 1024:.0f} KiB)")
 

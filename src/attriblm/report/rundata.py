@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from attriblm.errors import AttriblmError, DataError
+from attriblm.runcheck import check_run
 
 
 @dataclass(frozen=True)
@@ -104,19 +105,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _load_scores(path: Path) -> np.ndarray:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        matrix = load_file(str(path)).get("scores")
-    except (OSError, SafetensorError) as error:
-        raise DataError(f"{path}: cannot read score file ({error})") from None
-    if matrix is None or matrix.ndim != 2:
-        raise DataError(f"{path}: no 2-D tensor 'scores' [n_query, n_train]")
-    return np.asarray(matrix, dtype=np.float64)
-
-
 def _images(path: Path) -> list[Path]:
     found = sorted(path.glob("*.png")) + sorted(path.glob("*/*.png"))
     return [p for p in found if p.is_file()]
@@ -125,24 +113,31 @@ def _images(path: Path) -> list[Path]:
 def load_run(path: Path | str, *, compute_metrics: bool = True) -> RunData:
     """Load a run directory; ``compute_metrics`` evaluates in memory when no metrics.json exists.
 
-    Raises :class:`AttriblmError` when ``path`` is not a run directory or a file is malformed.
+    Raises :class:`AttriblmError` when ``path`` is not a run directory, and a DataError naming
+    the first problem when it does not match its ``run.json``
+    (:func:`attriblm.runcheck.check_run`; a run without ``scores/`` may list its methods in
+    ``topk.jsonl`` instead).
     """
     path = Path(path)
     if not is_run_dir(path):
         raise AttriblmError(
             f"{path}: not an attriblm run directory (needs run.json and scores/ or topk.jsonl)"
         )
-    info = read_json_file(path / "run.json")
     train = _read_jsonl(path / "data" / "train.jsonl")
     queries = _read_jsonl(path / "data" / "queries.jsonl")
-    score_files = {p.stem: p for p in sorted((path / "scores").glob("*.safetensors"))}
     stored: dict[tuple[str, int], list[dict[str, Any]]] = {}
     if (path / "topk.jsonl").is_file():
-        for row in _read_jsonl(path / "topk.jsonl"):
-            stored[(str(row.get("method")), int(row.get("query", -1)))] = list(row.get("top", []))
-    listed = list(info.get("methods", {}) or {})
-    available = set(score_files) | {method for method, _ in stored}
-    methods = [m for m in listed if m in available] + sorted(available - set(listed))
+        for number, row in enumerate(_read_jsonl(path / "topk.jsonl"), start=1):
+            try:
+                stored[(str(row["method"]), int(row["query"]))] = list(row.get("top", []))
+            except (TypeError, KeyError, ValueError, AttributeError):
+                raise DataError(
+                    f"{path / 'topk.jsonl'}: row {number}: expected an object with 'method', "
+                    "'query' and 'top'"
+                ) from None
+    in_topk = {method for method, _ in stored}
+    checked = check_run(path, allow_topk=True, topk_methods=in_topk)
+    methods = checked.methods + sorted(in_topk - set(checked.methods))
     run = RunData(
         path=path,
         config=_read_yaml(path / "config.yaml"),
@@ -151,21 +146,14 @@ def load_run(path: Path | str, *, compute_metrics: bool = True) -> RunData:
             if (path / "config.yaml").is_file()
             else ""
         ),
-        info=info if isinstance(info, dict) else {},
+        info=checked.info,
         train=train,
         queries=queries,
         methods=methods,
+        scores={m: np.asarray(matrix, dtype=np.float64) for m, matrix in checked.scores.items()},
         stored_topk=stored,
         images=_images(path),
     )
-    for method, file in score_files.items():
-        matrix = _load_scores(file)
-        if matrix.shape != (len(queries), len(train)):
-            raise DataError(
-                f"{file}: scores are {list(matrix.shape)} but the run has "
-                f"{len(queries)} queries × {len(train)} train rows"
-            )
-        run.scores[method] = matrix
     _attach_metrics(run, compute_metrics)
     return run
 

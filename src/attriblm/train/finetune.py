@@ -16,7 +16,9 @@ Output directory layout::
     config.yaml                  resolved TrainSettings, model identity, data source
 
 Every file and adapter directory is written atomically (temporary sibling, then ``os.replace``).
-Re-running into the same directory replaces the previous run's files.
+Re-running into the same directory replaces the previous run's files; any other non-empty
+directory, or a file, is refused before any work (:mod:`attriblm.outputs`), and a second
+process writing the same directory is refused while the first runs.
 
 Under torchrun (:mod:`attriblm.dist`) every rank draws the same permutation and takes every
 ``W``-th row of each batch; the loss gradient of ``Σ_{own rows} L_i / B`` is all-reduced (summed),
@@ -33,11 +35,13 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from attriblm import validation as check
 from attriblm.config import RESOLVED_KEY
 from attriblm.data.schema import Example
 from attriblm.dist import SINGLE, Dist
@@ -46,6 +50,7 @@ from attriblm.errors import ConfigError, DataError, ModelError
 from attriblm.io import read_yaml, staged_directory, write_json, write_yaml
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import LoraSettings, add_lora, has_lora
+from attriblm.outputs import FINETUNE, check_output_dir, claim_output_dir, output_lock
 from attriblm.train.loss import model_per_example_loss
 from attriblm.train.optimizer_state import save_optimizer_state
 
@@ -93,19 +98,20 @@ class TrainSettings:
         return cls(**values)
 
     def validate(self) -> None:
-        """ConfigError (naming the CLI option) for values no run can use."""
-        checks = (
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("max_length", self.max_length >= 2, "at least 2"),
-            ("lr", self.lr > 0, "positive"),
-            ("weight_decay", self.weight_decay >= 0, "non-negative"),
-            ("warmup_steps", self.warmup_steps >= 0, "non-negative"),
-        )
-        for name, ok, requirement in checks:
-            if not ok:
-                option = "--" + name.replace("_", "-")
-                raise ConfigError(f"{option} must be {requirement}, got {getattr(self, name)!r}")
+        """ConfigError (naming the CLI option) for values no run can use
+        (:mod:`attriblm.validation`, the checks every settings class shares)."""
+        from attriblm.data.templates import check_template
+        from attriblm.data.tokenize import check_loss_mask
+
+        check.integer("epochs", self.epochs, 1)
+        check.integer("batch_size", self.batch_size, 1)
+        check.integer("max_length", self.max_length, 2)
+        check.integer("seed", self.seed)
+        check.integer("warmup_steps", self.warmup_steps, 0)
+        check.number("lr", self.lr, positive=True)
+        check.number("weight_decay", self.weight_decay, non_negative=True)
+        check_template(self.template)
+        check_loss_mask(self.loss_mask)
         self.lora.validate()
 
 
@@ -163,8 +169,28 @@ def finetune(
     if has_lora(loaded.model):
         raise ModelError("finetune needs a plain base model, but the loaded model has an adapter")
     dist = current_dist()
-    out = _prepare_out_dir(out_dir, create=dist.is_main)
+    out = check_output_dir(out_dir, FINETUNE)  # before any work; rank 0 writes it, locked
+    with output_lock(out) if dist.is_main else nullcontext():
+        return _finetune(
+            loaded, examples, settings, out, dist, data_source, progress, command_options
+        )
+
+
+def _finetune(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    settings: TrainSettings,
+    out: Path,
+    dist: Dist,
+    data_source: str,
+    progress: ProgressFn | None,
+    command_options: dict | None,
+) -> FinetuneResult:
+    """:func:`finetune` once its output directory is checked and locked."""
     encoded = _encode(examples, loaded.tokenizer, settings, data_source)
+    if dist.is_main:  # created only now: a data error above leaves nothing behind
+        claim_output_dir(out, FINETUNE)
+    out = out.resolve()
     model = add_lora(loaded.model, settings.lora, seed=settings.seed)
     base_name = loaded.identity.get("path") or loaded.identity.get("spec")
     model.peft_config["default"].base_model_name_or_path = base_name
@@ -297,15 +323,6 @@ class _Batches:
         for start in range(0, len(order), self.batch_size):
             rows = [self.encoded[i] for i in order[start : start + self.batch_size]]
             yield collate(rows, self.pad_token_id)
-
-
-def _prepare_out_dir(out_dir: Path | str, *, create: bool = True) -> Path:
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output directory {out} exists and is not a directory")
-    if create:
-        out.mkdir(parents=True, exist_ok=True)
-    return out.resolve()
 
 
 def _pad_token_id(tokenizer) -> int:
