@@ -122,7 +122,10 @@ def world(template, tmp_path) -> Path:
 FT = "finetune --model tiny --train {w}/data.jsonl"
 ATTR = "attribute --model tiny --adapter {w}/adapter --train {w}/data.jsonl"
 ATTR += " --queries {w}/data.jsonl -m gradsim -q"
+TRACE = "trace --model tiny --adapter {w}/adapter --train {w}/data.jsonl -m gradsim -q"
+TRACE += " --prompt hello"
 DATA = "--model tiny --train {w}/data.jsonl --queries {w}/data.jsonl"
+SWEEP = "analyze layer-sweep --adapter {w}/adapter " + DATA
 IHVP, CONV = "analyze ihvp-error " + DATA, "analyze convergence " + DATA
 SUBSET, CF = "analyze subset-retrain " + DATA, "analyze counterfactual " + DATA
 NOT_ATTRIBLMS, EXISTS = "did not write", "exists and is not"
@@ -174,6 +177,13 @@ CASES = [
         _with("gradsim", "tracin --checkpoints {w}/bad-finetune"),
         "train_log.json: not valid JSON",
     ),
+    # trace
+    ("trace-out-file", TRACE + " --out {w}/file", "exists and is not an attriblm run"),
+    ("trace-out-dev-null", TRACE + " --out /dev/null/run", "/dev/null/run"),
+    ("trace-out-run", TRACE + " --out {w}/run", "--overwrite"),
+    ("trace-bad-detector", TRACE + " --out {w}/new --detect nope:x", "--detect"),
+    ("trace-no-prompts", TRACE.replace(" --prompt hello", "") + " --out {w}/new", "prompts"),
+    ("trace-batch-size-0", TRACE + " --out {w}/new --batch-size 0", "--batch-size"),
     # evaluate
     ("evaluate-deleted-score-file", "evaluate --run {w}/run-deleted", "datainf.safetensors: miss"),
     ("evaluate-garbage-score-file", "evaluate --run {w}/run-garbage", "datainf.safetensors: can"),
@@ -218,6 +228,9 @@ CASES = [
     ("theorem1-out-file", "analyze theorem1 --out {w}/file", EXISTS),
     ("theorem1-out-foreign", "analyze theorem1 --out {w}/foreign", NOT_ATTRIBLMS),
     ("theorem1-out-run", "analyze theorem1 --out {w}/run", "run directory, not"),
+    ("layer-sweep-out-foreign", SWEEP + " --out {w}/foreign", NOT_ATTRIBLMS),
+    ("layer-sweep-batch-size-0", SWEEP + " --out {w}/new --batch-size 0", "--batch-size"),
+    ("layer-sweep-bad-layer", SWEEP + " --out {w}/new --layers 99", "99"),
     ("ihvp-error-batch-size-0", IHVP + " --out {w}/new --batch-size 0", "--batch-size"),
     ("ihvp-error-out-foreign", IHVP + " --out {w}/foreign", NOT_ATTRIBLMS),
     ("convergence-out-file", CONV + " --finetune {w}/run --out {w}/file", EXISTS),

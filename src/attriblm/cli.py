@@ -409,6 +409,7 @@ def trace(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Generate answers, keep those showing a behaviour (--detect), attribute them to train rows."""
@@ -416,7 +417,7 @@ def trace(
     from attriblm.data.prompts import load_prompts
     from attriblm.methods.registry import expand_method_names
     from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings, check_store_options
+    from attriblm.pipeline.attribute import AttributeSettings, check_store_options, claim_outputs
     from attriblm.pipeline.detect import parse_detector
     from attriblm.pipeline.trace import GENERATIONS_FILE, TraceSettings
     from attriblm.pipeline.trace import trace as run_trace
@@ -444,6 +445,7 @@ def trace(
         proj_seed=proj_seed,
     )
     check_store_options(settings)
+    ctx.with_resource(claim_outputs(out, settings, overwrite=overwrite))
     parse_detector(detect)
     trace_settings = TraceSettings(
         detect=detect,
@@ -472,6 +474,7 @@ def trace(
             progress=progress,
             log=console.print,
             command_options=recorded(ctx),
+            overwrite=overwrite,
         )
     console.print(
         f"wrote {result.out_dir}: {GENERATIONS_FILE} ({len(result.generations)} prompts, "

@@ -37,6 +37,7 @@ from attriblm.errors import ConfigError, DataError
 from attriblm.io import read_json, read_yaml, write_json, write_jsonl, write_yaml
 from attriblm.methods.registry import expand_method_names
 from attriblm.models.loading import LoadedModel
+from attriblm.outputs import RUN, check_output_dir
 from attriblm.pipeline.attribute import AttributeSettings, AttributionRun, attribute
 from attriblm.pipeline.detect import parse_detector
 from attriblm.pipeline.evaluate import evaluate_run
@@ -92,6 +93,7 @@ def trace(
     progress: StageProgress = _no_progress,
     log: Callable[[str], None] = lambda _line: None,
     command_options: dict | None = None,
+    overwrite: bool = False,
 ) -> TraceRun:
     """Generate, detect and attribute (module docstring); writes the run directory ``out_dir``.
 
@@ -102,12 +104,15 @@ def trace(
         sources: ``{"train": ..., "prompts": ...}`` names for messages and ``config.yaml``.
         log: receives one line after detection (how many generations were kept).
         command_options: the ``trace`` command's resolved flags, for ``config.yaml``.
+        overwrite: replace ``out_dir`` when it holds an earlier run (else OutputError); the
+            run directory is checked before anything is generated.
 
     Returns:
         Every generation with its verdict, the attribution run (scores ``[n_kept, n_train]``,
         larger = more supportive) and, with a target label, the metrics.
     """
     sources = {"train": "train", "prompts": "prompts", **(sources or {})}
+    check_output_dir(out_dir, RUN, overwrite=overwrite)  # before generating anything
     detector = parse_detector(trace_settings.detect)
     check_template(settings.template)
     expand_method_names(settings.methods)
@@ -182,6 +187,7 @@ def trace(
         sources={"train": sources["train"], "queries": f"{GENERATIONS_FILE} (kept)"},
         progress=progress,
         finalize=finalize,
+        overwrite=overwrite,
     )
     if not current_dist().is_main:  # under torchrun rank 0 writes and evaluates the run
         return TraceRun(out_dir=Path(out_dir), generations=records, attribution=run, metrics=None)
