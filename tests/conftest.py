@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,53 @@ def study_samples_dir() -> Path:
 def study_data_dir() -> Path:
     """The study's published datasets, ``../shared/study-data`` (skipped / failed as above)."""
     return require_shared(STUDY_DATA, "the study's datasets")
+
+
+def _invoke_main(*args: object) -> int:
+    """``attriblm ARGS`` in this process through the console entry point; the exit code."""
+    from attriblm.cli import main
+    from attriblm.progress import set_log_format
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["attriblm", *map(str, args)])
+        try:
+            main()
+            return 0
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        finally:
+            set_log_format("text")  # --log-json is process-wide; later tests expect bars
+
+
+@dataclass
+class CliResult:
+    """What one ``attriblm`` invocation returned: exit code and captured output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def attriblm_main() -> Callable[..., int]:
+    """``attriblm_main(*args) -> exit code``: the CLI in this process, output not captured here
+    (for module / session fixtures, which cannot use ``capsys``)."""
+    return _invoke_main
+
+
+@pytest.fixture
+def attriblm_cli(capsys) -> Callable[..., CliResult]:
+    """``attriblm_cli(*args) -> CliResult``: ``attriblm ARGS`` in this process through the
+    console entry point (``cli.main``), stdout and stderr captured.
+
+    The same code path as the installed script without a new interpreter (about 4 s of CPU for
+    imports saved per call); tests/test_cli.py keeps real ``python -m attriblm`` subprocesses.
+    """
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()  # drop what the test's own set-up printed
+        code = _invoke_main(*args)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
