@@ -29,6 +29,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`pytest -n 2`) the workers share the cores: one thread each, and in the
+# subprocesses they start, unless OMP_NUM_THREADS is set already (set before torch is imported).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
 STUDY_SAMPLES = SHARED / "samples"
