@@ -39,7 +39,7 @@ def _pytest(root: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"],
         cwd=project,
-        env={**clean, **env},
+        env={**clean, "COLUMNS": "500", **env},  # wide: summary lines are not shortened
         capture_output=True,
         text=True,
         timeout=120,
