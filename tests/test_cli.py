@@ -64,12 +64,10 @@ def test_finetune_writes_epoch_checkpoints_and_log(cli_adapter):
     assert log  # content is tested in tests/train
 
 
-@pytest.mark.parametrize("form", ["save_to_disk", "jsonl"])
-def test_attribute_all_then_evaluate(cli_adapter, samples_dir, tmp_path, form):
-    if form == "save_to_disk":
-        train, queries = (f"{samples_dir / 'grammars_small'}:{s}" for s in ("train", "test"))
-    else:
-        train, queries = (str(samples_dir / f"grammars_small_{s}.jsonl") for s in ("train", "test"))
+def test_attribute_all_then_evaluate(cli_adapter, samples_dir, tmp_path):
+    # both input forms in one run: train from a save_to_disk dir, queries from a jsonl file
+    train = f"{samples_dir / 'grammars_small'}:train"
+    queries = str(samples_dir / "grammars_small_test.jsonl")
     run = tmp_path / "run"
     result = run_cli(
         "attribute",
@@ -199,9 +197,11 @@ def test_adapter_for_another_model(tmp_path, cli_adapter, samples_dir):
     assert not (tmp_path / "run").exists()
 
 
-def test_help_on_every_command():
+def test_help_on_every_command(attriblm_cli):
+    result = run_cli("--help")  # the installed entry point, once
+    assert result.returncode == 0 and "Usage" in result.stdout
     for command in ("finetune", "attribute", "evaluate", "build", "demo", "methods"):
-        result = run_cli(command, "--help")
+        result = attriblm_cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 
 

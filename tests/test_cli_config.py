@@ -1,9 +1,10 @@
-"""`--config FILE.yaml` on the command line: defaults from the file, flags win, runs repeat."""
+"""`--config FILE.yaml` on the command line: defaults from the file, flags win, runs repeat.
+
+The commands run in this process through the console entry point (the ``attriblm_cli`` fixture,
+tests/conftest.py); tests/test_cli.py covers the installed script as a subprocess.
+"""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,17 +13,8 @@ import yaml
 from attriblm.io import load_tensors, read_json, read_yaml
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "attriblm", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory, samples_dir):
+def finetuned(tmp_path_factory, samples_dir, attriblm_main):
     """A tiny fine-tune started from a config file with kebab-case keys."""
     root = tmp_path_factory.mktemp("config")
     config = root / "finetune.yaml"
@@ -38,8 +30,7 @@ def finetuned(tmp_path_factory, samples_dir):
             }
         )
     )
-    result = run_cli("finetune", "--config", str(config), "--quiet")
-    assert result.returncode == 0, result.stderr
+    assert attriblm_main("finetune", "--config", str(config), "--quiet") == 0
     return root
 
 
@@ -50,9 +41,9 @@ def test_finetune_takes_its_options_from_the_file(finetuned):
     assert "config" not in recorded and "quiet" not in recorded
 
 
-def test_attribute_run_config_repeats_the_run(finetuned, samples_dir):
+def test_attribute_run_config_repeats_the_run(finetuned, samples_dir, attriblm_cli):
     run = finetuned / "run"
-    result = run_cli(
+    result = attriblm_cli(
         "attribute",
         "--model", "tiny",
         "--adapter", str(finetuned / "ft" / "adapter"),
@@ -66,7 +57,7 @@ def test_attribute_run_config_repeats_the_run(finetuned, samples_dir):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     again = finetuned / "again"
-    result = run_cli(
+    result = attriblm_cli(
         "attribute", "--config", str(run / "config.yaml"), "--out", str(again), "--quiet"
     )
     assert result.returncode == 0, result.stderr
@@ -79,30 +70,30 @@ def test_attribute_run_config_repeats_the_run(finetuned, samples_dir):
         assert torch.equal(first, second)
 
 
-def test_a_flag_overrides_the_file(finetuned, samples_dir):
+def test_a_flag_overrides_the_file(finetuned, attriblm_cli):
     config = finetuned / "build.yaml"
     config.write_text(yaml.safe_dump({"preset": "demo", "seed": 1, "out": "ignored"}))
     out = finetuned / "built"
-    result = run_cli("build", "grammars", "--config", str(config), "--out", str(out))
+    result = attriblm_cli("build", "grammars", "--config", str(config), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert (out / "train.jsonl").is_file() and not (finetuned / "ignored").exists()
 
 
-def test_an_unknown_key_is_a_one_line_error(tmp_path):
+def test_an_unknown_key_is_a_one_line_error(tmp_path, attriblm_cli):
     config = tmp_path / "bad.yaml"
     config.write_text("model: tiny\nlearning_rate: 0.1\n")
-    result = run_cli("finetune", "--config", str(config))
+    result = attriblm_cli("finetune", "--config", str(config))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(config) in lines[0] and "learning_rate" in lines[0]
 
 
-def test_a_config_that_is_not_a_mapping_is_an_error(tmp_path):
+def test_a_config_that_is_not_a_mapping_is_an_error(tmp_path, attriblm_cli):
     config = tmp_path / "list.yaml"
     config.write_text("- 1\n- 2\n")
-    result = run_cli("evaluate", "--config", str(config))
+    result = attriblm_cli("evaluate", "--config", str(config))
     assert result.returncode == 2 and "mapping" in result.stderr
-    result = run_cli("evaluate", "--config", str(tmp_path / "missing.yaml"))
+    result = attriblm_cli("evaluate", "--config", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "missing.yaml" in result.stderr
 
 
@@ -126,25 +117,27 @@ def test_every_command_accepts_config():
         assert "config" in {p.name for p in command.params}, name
 
 
-def test_analyze_records_its_config(tmp_path):
+def test_analyze_records_its_config(tmp_path, attriblm_cli):
     out = tmp_path / "t1"
-    result = run_cli("analyze", "theorem1", "--dims", "32", "--ranks", "0.25", "--out", str(out))
+    result = attriblm_cli(
+        "analyze", "theorem1", "--dims", "32", "--ranks", "0.25", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     recorded = read_yaml(out / "config.yaml")
     assert recorded["dims"] == "32" and recorded["out"] == str(out)
     again = tmp_path / "t2"
     config = str(out / "config.yaml")
-    result = run_cli("analyze", "theorem1", "--config", config, "--out", str(again))
+    result = attriblm_cli("analyze", "theorem1", "--config", config, "--out", str(again))
     assert result.returncode == 0, result.stderr
     first, second = (read_json(d / "theorem1.json") for d in (out, again))
     first.pop("wall_s"), second.pop("wall_s")
     assert first == second
 
 
-def test_log_json_gives_parseable_progress_lines(tmp_path, samples_dir):
+def test_log_json_gives_parseable_progress_lines(tmp_path, samples_dir, attriblm_cli):
     import json
 
-    result = run_cli(
+    result = attriblm_cli(
         "--log-json",
         "finetune",
         "--model", "tiny",

@@ -26,7 +26,7 @@ def _venv_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def diag_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("diag") / "diag"
-    small = {"MODEL": "tiny", "N_SUBSETS": "3", "EPOCH_VALUES": "0,1", "SUBSET_EPOCHS": "2"}
+    small = {"MODEL": "tiny", "N_SUBSETS": "3", "EPOCH_VALUES": "0,1", "SUBSET_EPOCHS": "1"}
     env = {**_venv_env(), **small, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         ["bash", str(SCRIPT), str(out)], capture_output=True, text=True, env=env, timeout=900

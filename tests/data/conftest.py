@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
+from attriblm.data.tasks import build_task
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -19,12 +18,11 @@ SPECIALS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 
 
 def training_corpus() -> list[str]:
-    """Fixed strings: the sample rows in the llama2 template plus a little chat markup."""
+    """Fixed strings: builder rows (grammars, math) in the llama2 template plus chat markup."""
     texts = []
-    for name in ("grammars_small_train.jsonl", "math_small_train.jsonl"):
-        for line in (SAMPLES / name).read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            texts.append(f"[INST] {row['prompts']} [/INST] {row['response']}")
+    for task in ("grammars", "math"):
+        for ex in build_task(task, "quick", seed=0, n_train_per_class=8)["train"]:
+            texts.append(f"[INST] {ex.prompt} [/INST] {ex.response}")
     texts += ["user\nassistant\nsystem\n"] * 5
     return texts
 
@@ -50,9 +48,9 @@ def train_bpe(add_bos: bool) -> Tokenizer:
 
 
 @pytest.fixture(scope="session")
-def samples() -> Path:
-    assert SAMPLES.is_dir(), f"sample data missing: {SAMPLES}"
-    return SAMPLES
+def samples(samples_dir) -> Path:
+    """The project-made study-format samples (``samples_dir`` in tests/conftest.py)."""
+    return samples_dir
 
 
 @pytest.fixture(scope="session")

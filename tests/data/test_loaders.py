@@ -52,6 +52,16 @@ def test_three_formats_identical(samples, tmp_path, split, n_rows):
     assert len({ex.label for ex in from_dir}) == 10
 
 
+@pytest.mark.parametrize("task", ["grammars", "math"])
+def test_study_published_files_load_alike(study_samples_dir, task):
+    """The study's own save_to_disk dirs and jsonl copies (skipped without ../shared/samples)."""
+    for split, n_rows in (("train", 80), ("test", 20)):
+        from_dir = load_examples(f"{study_samples_dir / f'{task}_small'}:{split}")
+        from_jsonl = load_examples(str(study_samples_dir / f"{task}_small_{split}.jsonl"))
+        assert len(from_dir) == n_rows and from_dir == from_jsonl
+        assert len({ex.label for ex in from_dir}) == 10
+
+
 def test_dict_dir_without_split_lists_splits(samples):
     with pytest.raises(DataError, match=r"grammars_small.*'train'.*'test'|'test'.*'train'"):
         load_examples(str(samples / "grammars_small"))

@@ -37,15 +37,15 @@ def test_round_trip_dir_and_jsonl(tmp_path, splits):
     assert leftovers(tmp_path, "grammars") == []
 
 
-def test_matches_study_layout(tmp_path, samples, splits):
+def test_matches_study_layout(tmp_path, study_samples_dir, splits):
+    """Compared with the study's published files (skipped without ../shared/samples)."""
     out = write_dataset(splits, tmp_path / "g")
     assert (out / "dataset_dict.json").is_file()
-    study = json.loads((samples / "grammars_small" / "dataset_dict.json").read_text())
+    study_dir = study_samples_dir / "grammars_small"
+    study = json.loads((study_dir / "dataset_dict.json").read_text())
     ours = json.loads((out / "dataset_dict.json").read_text())
     assert sorted(ours["splits"]) == sorted(study["splits"])
-    study_info = json.loads(
-        (samples / "grammars_small" / "train" / "dataset_info.json").read_text()
-    )
+    study_info = json.loads((study_dir / "train" / "dataset_info.json").read_text())
     our_info = json.loads((out / "train" / "dataset_info.json").read_text())
     assert our_info["features"] == study_info["features"]
 

@@ -88,6 +88,18 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
         default_model_dir(tmp_path)
 
 
+def _recording(load, record: dict, key: str):
+    """Wrap a ``from_pretrained`` so the object a GGUF load returns is kept in ``record``."""
+
+    def wrapped(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        if "gguf_file" in kwargs:
+            record[key] = loaded
+        return loaded
+
+    return wrapped
+
+
 @pytest.mark.integration
 def test_default_model_converts_and_reloads(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,13 +107,20 @@ def test_default_model_converts_and_reloads(tmp_path, monkeypatch):
     from attriblm.models.loading import load_model
 
     monkeypatch.setenv("ATTRIBLM_CACHE", str(tmp_path))
+    # The reference is the GGUF model and tokenizer the conversion itself loaded (dequantised
+    # by transformers); a second GGUF load would repeat the same dequantisation (~half the test).
+    gguf: dict = {}
     started = time.perf_counter()
-    model_dir = default_model_dir()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, cls in (("model", AutoModelForCausalLM), ("tokenizer", AutoTokenizer)):
+            patch.setattr(cls, "from_pretrained", _recording(cls.from_pretrained, gguf, key))
+        model_dir = default_model_dir()
     convert_s = time.perf_counter() - started
     assert model_dir.parent == tmp_path / "models"
     assert (model_dir / MARKER).is_file()
     config = json.loads((model_dir / "config.json").read_text())
     assert "quantization_config" not in config
+    assert set(gguf) == {"model", "tokenizer"}
 
     started = time.perf_counter()
     loaded = load_model("default")
@@ -112,11 +131,8 @@ def test_default_model_converts_and_reloads(tmp_path, monkeypatch):
     assert loaded.tokenizer.pad_token == "<|im_end|>"
     print(f"\nfirst conversion {convert_s:.1f}s, cached load {load_s:.1f}s")
 
-    source = Path(gguf_source()["file"])
-    kwargs = {"gguf_file": source.name, "local_files_only": True}
-    with default.quiet_progress_bars():
-        gguf_tokenizer = AutoTokenizer.from_pretrained(source.parent, **kwargs)
-        gguf_model = AutoModelForCausalLM.from_pretrained(source.parent, **kwargs).eval()
+    gguf_tokenizer, gguf_model = gguf["tokenizer"], gguf["model"].eval()
+    assert Path(gguf_source()["file"]).is_file()
     text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
     ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
     assert torch.equal(ids, gguf_tokenizer(text, return_tensors="pt")["input_ids"])

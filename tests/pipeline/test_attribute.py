@@ -186,6 +186,9 @@ def test_gradsim_and_datainf_alone_are_streamed_from_the_store(tmp_path, tiny_ru
     for name in ("gradsim", "datainf"):
         assert "streamed" in info["methods"][name]
         torch.testing.assert_close(streamed.scores[name], run.scores[name], rtol=1e-5, atol=1e-6)
+    # λ is a float64 mean of float32 gradients, and batches of 8 pad to other lengths than the
+    # reference run's batches of 16: the gradients agree to float32 rounding (~1e-9 relative in
+    # λ, which depends on the thread count), not bit for bit.
     assert info["methods"]["datainf"]["lambda"] == pytest.approx(
-        run.info["methods"]["datainf"]["lambda"], rel=1e-9
+        run.info["methods"]["datainf"]["lambda"], rel=1e-6
     )

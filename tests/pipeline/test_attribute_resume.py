@@ -174,16 +174,18 @@ def _stored_shards(store: Path) -> int:
     return sum(len(shards) for shards in listed_shards(store).values())
 
 
-def test_sigkill_mid_run_then_rerun_gives_identical_scores(tmp_path, two_epochs, samples_dir):
+def test_sigkill_mid_run_then_rerun_gives_identical_scores(
+    tmp_path, two_epochs, samples_dir, attriblm_cli
+):
+    """Only the killed run needs its own process; the reference and the rerun go through the
+    same entry point in this one (same thread settings, so bit-identical scores are expected)."""
     spec = str(samples_dir / "grammars_small")
     args = ["attribute", "--model", "tiny", "--adapter", str(two_epochs)]
     args += ["--train", f"{spec}:train", "--queries", f"{spec}:test", "--batch-size", "2", "-q"]
     for method in SIGKILL_METHODS:
         args += ["-m", method]
     ref = tmp_path / "ref"
-    done = subprocess.run(
-        _cli(*args, "--out", str(ref)), capture_output=True, text=True, timeout=600
-    )
+    done = attriblm_cli(*args, "--out", ref)
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "killed" / "run"
@@ -211,9 +213,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_scores(tmp_path, two_epochs,
     left = sorted(p.name for p in out.parent.iterdir())
     assert left == [".run.lock", ".run.store.lock", "run.store"]
 
-    again = subprocess.run(
-        _cli(*args, "--out", str(out)), capture_output=True, text=True, timeout=600
-    )
+    again = attriblm_cli(*args, "--out", out)
     assert again.returncode == 0, again.stderr
     rows = read_json(out / "run.json")["store"]["rows"]
     assert rows["grads:train"]["reused"] == sum(stop - start for start, stop in both) > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,6 @@ from attriblm.data.tasks.grammars import (
 )
 from attriblm.errors import ConfigError
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples"
 PROMPT_RE = re.compile(r"Determine the grammar rule: (?P<sentence>.+?\.) -> (?P<rewritten>.+)")
 
 STUDY_RULES = [
@@ -38,10 +36,12 @@ STUDY_RULES = [
 ]
 
 
-def study_rows() -> list[dict]:
+@pytest.fixture(scope="module")
+def study_rows(study_samples_dir) -> list[dict]:
+    """The study's published grammars sample rows (skipped without ../shared/samples)."""
     rows = []
     for split in ("train", "test"):
-        text = (SAMPLES / f"grammars_small_{split}.jsonl").read_text(encoding="utf-8")
+        text = (study_samples_dir / f"grammars_small_{split}.jsonl").read_text(encoding="utf-8")
         rows += [json.loads(line) for line in text.splitlines()]
     return rows
 
@@ -58,8 +58,8 @@ def test_rule_names_and_order():
 
 # Every one of the study's sample rows is consistent with a simple rule, so all are checked.
 @pytest.mark.parametrize("rule", STUDY_RULES)
-def test_rules_reproduce_study_rows(rule):
-    rows = [r for r in study_rows() if r["variation"] == rule]
+def test_rules_reproduce_study_rows(rule, study_rows):
+    rows = [r for r in study_rows if r["variation"] == rule]
     assert len(rows) == 10
     for row in rows:
         assert row["response"] == rule
@@ -97,9 +97,9 @@ def test_sentences_distinct_and_train_test_disjoint():
         assert not set(train) & set(test)
 
 
-def test_corpus_is_not_the_study_sentences():
+def test_corpus_is_not_the_study_sentences(study_rows):
     ours = {parse(e.prompt)[0] for split in build_grammars().values() for e in split}
-    theirs = {parse(r["prompts"])[0] for r in study_rows()}
+    theirs = {parse(r["prompts"])[0] for r in study_rows}
     assert not ours & theirs
 
 

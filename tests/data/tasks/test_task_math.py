@@ -6,7 +6,6 @@ import ast
 import json
 import operator
 import re
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,6 @@ from attriblm.data.tasks import PRESETS, TASKS, build_task
 from attriblm.data.tasks.math import FAMILIES, build_math
 from attriblm.errors import ConfigError
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples"
 PROMPT_RE = re.compile(r"Solve the following math problem\. (?P<question>.+\?) -> ")
 RESPONSE_RE = re.compile(
     r"(?P<formula>(?:[^=\n]+ = [^=\n]+\.)(?: [^=\n]+ = [^=\n]+\.)*)\nAnswer: (?P<answer>-?\d+)"
@@ -57,27 +55,28 @@ def check_response(prompt: str, response: str) -> int:
     return answer
 
 
-def study_rows() -> list[dict]:
+@pytest.fixture(scope="module")
+def study_rows(study_samples_dir) -> list[dict]:
+    """The study's published math sample rows (skipped without ../shared/samples)."""
     rows = []
     for split in ("train", "test"):
-        text = (SAMPLES / f"math_small_{split}.jsonl").read_text(encoding="utf-8")
+        text = (study_samples_dir / f"math_small_{split}.jsonl").read_text(encoding="utf-8")
         rows += [json.loads(line) for line in text.splitlines()]
     return rows
 
 
-def test_checker_accepts_the_study_rows():
+def test_checker_accepts_the_study_rows(study_rows):
     """The study's own rows pass the same format and arithmetic checks as ours."""
-    rows = study_rows()
-    assert len(rows) == 100
-    for row in rows:
+    assert len(study_rows) == 100
+    for row in study_rows:
         check_response(row["prompts"], row["response"])
 
 
-def test_families_are_our_own():
+def test_families_are_our_own(study_rows):
     assert len(FAMILIES) == 10
-    assert not set(FAMILIES) & {row["variation"] for row in study_rows()}
+    assert not set(FAMILIES) & {row["variation"] for row in study_rows}
     ours = {e.prompt for split in build_math().values() for e in split}
-    assert not ours & {row["prompts"] for row in study_rows()}
+    assert not ours & {row["prompts"] for row in study_rows}
 
 
 @pytest.mark.parametrize("seed", [0, 42])
