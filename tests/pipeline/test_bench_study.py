@@ -19,7 +19,6 @@ from attriblm.io import read_json
 from attriblm.pipeline.bench import ALL_TASKS, run_bench, train_settings
 from attriblm.pipeline.cache import content_key, examples_key, model_key
 
-STUDY_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "study-data"
 METHODS = ["gradsim", "repsim"]
 SIZES = {
     "harmful-s": {"n_benign_train": 2, "n_harmful_test": 2},
@@ -263,11 +262,8 @@ def test_cli_presets_belong_to_their_data(monkeypatch, capsys, tmp_path):
 # ---------------------------------------------------------------------- the real folders
 
 
-@pytest.mark.skipif(
-    not (STUDY_DATA / "mixedS").is_dir() or not (STUDY_DATA / "grammars").is_dir(),
-    reason=f"the study's datasets are not at {STUDY_DATA} (CI lays ../shared beside the clone)",
-)
-def test_the_study_folders_themselves(tmp_path):
+def test_the_study_folders_themselves(tmp_path, study_data_dir):
+    """On the study's own folders (skipped without ../shared; required in CI, tests/conftest.py)."""
     sizes = {
         "harmful-s": {"n_benign_train": 2, "n_harmful_test": 2},
         "grammars": {"n_train_per_class": 1, "n_test_per_class": 1},
@@ -275,7 +271,7 @@ def test_the_study_folders_themselves(tmp_path):
     lines: list[str] = []
     rows = run_bench(
         tmp_path,
-        data_dir=STUDY_DATA,
+        data_dir=study_data_dir,
         tasks=["harmful-s", "grammars"],
         methods=METHODS,
         loss_masks=["response"],
