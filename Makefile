@@ -45,11 +45,14 @@ $(TEST_STAMP): $(STAMP)
 demo: setup
 	$(VENV)/bin/attriblm demo --out demo-run
 
+# Two workers, one per core; a test file stays on one worker (its module fixtures are built once).
+PYTEST_PARALLEL := -n 2 --dist loadfile
+
 test: setup-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: setup-test
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not integration"
 
 lint: setup-test
 	$(VENV)/bin/ruff check src tests benchmarks
