@@ -9,7 +9,8 @@ callbacks.
   lines on stderr, at most once a second and at completion:
   ``{"event": "progress", "stage": ..., "done": n, "total": t, "rate_per_s": r, "elapsed_s": e}``.
 
-``stage_progress(False)`` (the CLI's ``--quiet``) shows nothing and also silences warnings.
+``stage_progress(False)`` (the CLI's ``--quiet``) shows no progress; warnings (truncated rows,
+unconverged solves) still print, since they change how results read.
 :func:`one_line_warnings` makes every warning one line on stderr with its category and no
 source-line echo.
 """
@@ -115,12 +116,10 @@ def one_line_warnings() -> None:
 def stage_progress(enabled: bool = True) -> Iterator[StageProgress]:
     """Yield ``make(description, total)``; each call adds a bar and returns ``advance(n)``.
 
-    Disabled (``--quiet``): nothing is shown and warnings raised inside are silenced.
+    Disabled (``--quiet``): no progress is shown (warnings are left alone).
     """
     if not enabled:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield lambda _description, _total: lambda _n: None
+        yield lambda _description, _total: lambda _n: None
         return
     if _log_format["value"] == "json":
         yield _line_stage(_json_line, 1.0)

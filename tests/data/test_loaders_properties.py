@@ -259,7 +259,10 @@ def test_huge_fields_and_any_line_ending_load_cleanly(examples, size, ending):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.csv"
         with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator=ending)
+            # QUOTE_ALL: the csv module quotes a minimal field only for the characters of *its*
+            # line terminator, so a bare "\r" cell written with "\n" endings would be unquoted,
+            # and any CSV reader takes an unquoted "\r" for a line break.
+            writer = csv.writer(handle, lineterminator=ending, quoting=csv.QUOTE_ALL)
             writer.writerow([FIELDS.prompt, FIELDS.response, FIELDS.label])
             writer.writerows([e.prompt, e.response, e.label] for e in examples)
         assert load_examples(str(path)) == examples

@@ -267,7 +267,7 @@ def _write_task_data(splits: dict[str, list[Example]], path: Path) -> None:
         load_examples(str(files[name])) == rows for name, rows in splits.items()
     ):
         return
-    write_dataset(splits, path)
+    write_dataset(splits, path, overwrite=True)  # bench's own copy of the task's rows
 
 
 def run_bench(
