@@ -32,9 +32,8 @@ def test_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
     with stage_progress(True) as make:
         _drive(make)
     lines = capsys.readouterr().err.splitlines()
-    # the first step prints, the rest fall inside the interval, completion always prints
-    assert len(lines) == 2
-    assert lines[0].startswith("fine-tuning: 1/5 (20%)")
+    # every step falls inside the first interval; completion always prints
+    assert len(lines) == 1
     assert lines[-1].startswith("fine-tuning: 5/5 (100%) ")
     assert "/s elapsed " in lines[-1] and "…" not in lines[-1]
 
@@ -46,6 +45,15 @@ def test_plain_lines_never_cut_to_a_width(capsys, monkeypatch):
         make(description, 1)(1)
     err = capsys.readouterr().err
     assert err.startswith(description) and err.rstrip().endswith("s")
+
+
+def test_plain_lines_come_once_per_interval(capsys, monkeypatch):
+    monkeypatch.setattr(progress_module.stderr_console, "_force_terminal", False)
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL_S", 0.0)
+    with stage_progress(True) as make:
+        _drive(make, total=3)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"fine-tuning: {i}/3" for i in (1, 2, 3)]
 
 
 def test_json_lines(capsys):

@@ -86,7 +86,8 @@ def _line_stage(render: Callable[[str, int, int, float], str], interval_s: float
     """A stage maker that prints ``render(...)`` on stderr every ``interval_s`` and at the end."""
 
     def make(description: str, total: int) -> Callable[[int], None]:
-        state = {"done": 0, "start": time.perf_counter(), "last": 0.0}
+        start = time.perf_counter()
+        state = {"done": 0, "start": start, "last": start}  # first line after one interval
 
         def advance(n: int) -> None:
             state["done"] += n
