@@ -21,25 +21,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import average_precision_score
 
 from attriblm.errors import ConfigError, DataError
-from attriblm.metrics.ranking import TIE_SEED, rank_train
+from attriblm.metrics.ranking import TIE_SEED, as_scores, rank_train
 
 POOLED_KS = (10, 50, 100)
 TIE_RULE = "attriblm.metrics.ranking.rank_train: equal scores by the seeded per-query permutation"
-
-
-def _as_array(scores: Any) -> np.ndarray:
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(scores, dtype=np.float64)
-    if arr.ndim != 2:
-        raise DataError(f"scores must be a 2-D [n_query, n_train] matrix, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise DataError("scores contain NaN or infinite values; cannot rank")
-    return arr
 
 
 def capped_ks(n_train: int, ks: Sequence[int] = POOLED_KS) -> list[int]:
@@ -66,7 +54,7 @@ def pooled_topk(
         ``{"target_label", "n_target", "n_train", "n_query", "ties", "auprc_rule",
         "k": {str(k): {"precision", "auprc", "n_pooled", "n_relevant"}}}``.
     """
-    s = _as_array(scores)
+    s = as_scores(scores)
     n_query, n_train = s.shape
     if len(train_labels) != n_train:
         raise DataError(f"scores have {n_train} train columns but {len(train_labels)} labels")

@@ -44,7 +44,8 @@ AUC_TIE_RULE = "scikit-learn: tied scores share one threshold (no tie-breaking o
 PAPER_K_RULE = "n_train // n_classes (the paper's)"
 
 
-def _as_scores(scores: Any) -> np.ndarray:
+def as_scores(scores: Any) -> np.ndarray:
+    """``scores`` as a finite float64 ``[n_query, n_train]`` array (DataError otherwise)."""
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().to("cpu", torch.float64).numpy()
     arr = np.asarray(scores, dtype=np.float64)
@@ -198,7 +199,7 @@ def top1_accuracy(
 ) -> float:
     """Acc: fraction of queries whose top-ranked training example (:func:`rank_train`) has the
     query's label."""
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     return _mean(_per_query_top1(_ranked_relevance(s, q, t, tie_seed)))
 
@@ -212,7 +213,7 @@ def precision_at_k(
     tie_seed: int = TIE_SEED,
 ) -> float:
     """Mean over queries of ``|top-k with the query's label| / k`` (default k: the paper's)."""
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     k = _resolve_k(k, train_labels, s.shape[1])
     return _mean(_per_query_precision(_ranked_relevance(s, q, t, tie_seed), k))
@@ -246,7 +247,7 @@ def recall_at_k(
 
     Queries whose label no training example has are skipped (NaN if all are).
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     k = _resolve_k(k, train_labels, s.shape[1])
     return _mean(_per_query_recall(_ranked_relevance(s, q, t, tie_seed), k))
@@ -258,7 +259,7 @@ def auprc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
     Tied scores form one threshold (no tie-breaking order is involved). Queries whose relevance
     row is all 0 or all 1 are skipped (NaN if all are).
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     return _mean(_per_query_curve(s, q, t, average_precision_score))
 
@@ -266,7 +267,7 @@ def auprc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
 def auroc(scores: Any, query_labels: Labels, train_labels: Labels) -> float:
     """Mean per-query ROC AUC (sklearn) with relevance = same label; a tied relevant / irrelevant
     pair counts one half. Skips as :func:`auprc`."""
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     return _mean(_per_query_curve(s, q, t, roc_auc_score))
 
@@ -286,7 +287,7 @@ def per_query_values(
     :func:`evaluate_scores` reports with the same ``k`` and ``tie_seed``. For bootstraps that
     resample queries of several methods together.
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, _ = _encode(s, query_labels, train_labels)
     rel = _ranked_relevance(s, q, t, tie_seed)
     return {
@@ -356,7 +357,7 @@ def evaluate_scores(
     precision@k with the paper's k); ``recall_at_k`` uses the same k. Undefined values are
     ``None``.
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     q, t, n_classes = _encode(s, query_labels, train_labels)
     n_query, n_train = s.shape
     cover_k = _resolve_k(k, train_labels, n_train)
