@@ -19,8 +19,8 @@ response loss whatever mask the fine-tune used.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ import torch
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.data.schema import Example
-from attriblm.data.tokenize import encode_examples
 from attriblm.errors import ConfigError
 from attriblm.features.rept import n_layers, rept_features, resolve_layer
 from attriblm.io import write_json
@@ -36,7 +35,7 @@ from attriblm.methods.base import FeatureSet
 from attriblm.methods.registry import create_method
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
-from attriblm.pipeline.attribute import AttributeSettings
+from attriblm.pipeline.attribute import AttributeSettings, encode_with_warning
 from attriblm.progress import StageProgress
 
 NAME = "layer_sweep"
@@ -64,20 +63,9 @@ def _features(
     source: str,
     progress: StageProgress,
 ) -> dict[int, torch.Tensor]:
-    encoded = encode_examples(
-        examples,
-        loaded.tokenizer,
-        template=settings.template,
-        max_length=settings.max_length,
-        source=source,
-    )
-    truncated = sum(e.truncated for e in encoded)
-    if truncated:
-        warnings.warn(
-            f"{source}: {truncated} of {len(encoded)} examples truncated to "
-            f"max_length={settings.max_length}",
-            stacklevel=3,
-        )
+    # RepT's loss is the response loss, whatever the run's mask (as in attribute).
+    response = replace(settings, loss_mask="response")
+    encoded, _truncated = encode_with_warning(examples, loaded, response, source)
     names = [f"{source} row {i + 1}" for i in range(len(encoded))]
     advance = progress(f"RepT features, {len(layers)} layers · {source}", len(encoded))
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}

@@ -178,7 +178,8 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _encode_with_warning(examples, loaded, settings, source):
+def encode_with_warning(examples, loaded, settings, source):
+    """Encode ``examples`` with ``settings``; warn once with the count truncated to max_length."""
     encoded = encode_examples(
         examples,
         loaded.tokenizer,
@@ -328,7 +329,7 @@ def compute_features(
     row_names = [f"{source} row {i + 1}" for i in range(len(examples))]
     data = _digest_examples(examples)
     if need_grads or need_kfac or need_adam or checkpoints:
-        encoded, truncated = _encode_with_warning(examples, loaded, settings, source)
+        encoded, truncated = encode_with_warning(examples, loaded, settings, source)
     grad_key = settings_key({"data": data, "loss_mask": loss_mask_identity(settings.loss_mask)})
 
     def gradients(start: int, stop: int, on_batch=None) -> dict[str, torch.Tensor]:
@@ -465,7 +466,7 @@ def compute_features(
         start = time.perf_counter()
         response = replace(settings, loss_mask="response")  # RepT's loss, whatever the mask
         if encoded is None:
-            rept_encoded, truncated = _encode_with_warning(examples, loaded, response, source)
+            rept_encoded, truncated = encode_with_warning(examples, loaded, response, source)
         elif settings.loss_mask == "response":
             rept_encoded = encoded
         else:  # truncation was counted (and warned about) with the gradients
