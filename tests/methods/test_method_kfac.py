@@ -106,9 +106,9 @@ def test_trace_ratio_is_one_where_the_kronecker_model_keeps_the_trace():
 def test_ekfac_is_the_exact_solve_of_its_eigenbasis_model(rel_err):
     """Generic data: EK-FAC = ``(Q diag(Λ) Qᵀ + λI)⁻¹ v`` with ``Q = Q_S ⊗ Q_A`` (row-major)."""
     train, queries = _multi_token(2)
-    method = create_method("ekfac", damping=Damping("absolute", 0.05))
-    u, _ = method.preconditioned(train, queries)
-    for b, ef in method.fitted.items():
+    fitted = create_method("ekfac", damping=Damping("absolute", 0.05)).fit(train)
+    u, _ = fitted.preconditioned(queries)
+    for b, ef in fitted.factors.items():
         q = torch.kron(ef.q_s, ef.q_a)
         g = train.grads[b]
         lam_fit = ((g @ q) ** 2).mean(dim=0)  # diag(Qᵀ H Q), H = GᵀG/n
@@ -151,9 +151,9 @@ def test_eigen_mean_damping(rel_err):
 
 def test_saved_factors_are_reused(tmp_path):
     train, queries = _multi_token(5)
-    method = create_method("ekfac")
-    first = method.score(train, queries)
-    path = method.save_factors(tmp_path / "ekfac.safetensors")
+    fitted = create_method("ekfac").fit(train)
+    first = fitted.score(queries)
+    path = fitted.save_factors(tmp_path / "ekfac.safetensors")
     loaded = load_eigen_factors(path)
     assert set(loaded) == set(train.kfac)
     no_factors = FeatureSet(grads=train.grads)

@@ -11,12 +11,9 @@ from attriblm.io import load_tensors, read_json, read_yaml
 from attriblm.methods.registry import available_methods, create_method
 from attriblm.metrics.ranking import TIE_SEED, rank_train, run_tie_seed, top1_accuracy
 from attriblm.models.loading import load_model
-from attriblm.pipeline.attribute import (
-    AttributeSettings,
-    _topk_rows,
-    attribute,
-    compute_features,
-)
+from attriblm.pipeline.attribute import AttributeSettings, attribute
+from attriblm.pipeline.run_info import topk_rows
+from attriblm.pipeline.scoring import prepare_features
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +68,7 @@ def test_topk_rows_break_ties_as_the_metrics_do():
     train = [Example(f"p{i}", "r", "target" if i < 5 else "other") for i in range(20)]
     queries = ["target"] * 200
     scores = torch.zeros(len(queries), len(train))
-    rows = _topk_rows("gradsim", scores, train, k=3)
+    rows = topk_rows("gradsim", scores, train, k=3)
     order = rank_train(scores)
     assert [[t["index"] for t in r["top"]] for r in rows] == order[:, :3].tolist()
     hits = sum(r["top"][0]["label"] == "target" for r in rows) / len(rows)
@@ -115,23 +112,14 @@ def test_lissa_and_exact_agree_on_the_tiny_model(samples_dir, tiny_adapter):
     """Converged LiSSA and the exact solve precondition the real query gradients alike."""
     spec = str(samples_dir / "grammars_small")
     loaded = load_model("tiny", adapter=tiny_adapter)
-    settings = AttributeSettings()
-    train, _ = compute_features(
+    prepared = prepare_features(
         loaded,
         load_examples(f"{spec}:train"),
-        settings,
-        need_grads=True,
-        need_reprs=False,
-        source="train",
-    )
-    queries, _ = compute_features(
-        loaded,
         load_examples(f"{spec}:test"),
-        settings,
-        need_grads=True,
-        need_reprs=False,
-        source="queries",
+        ["exact", "lissa"],
+        AttributeSettings(),
     )
+    train, queries = prepared.train, prepared.queries
     exact, _ = create_method("exact").preconditioned(train, queries)
     lissa, info = create_method("lissa").preconditioned(train, queries)
     assert info["converged"]

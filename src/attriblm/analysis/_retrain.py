@@ -3,7 +3,7 @@
 * :func:`fresh_finetune`: a fresh LoRA adapter trained on a copy of a plain base model (the
   base itself is never modified), so one loaded base serves many retrainings.
 * :func:`score_methods`: score matrices ``[n_query, n_train]`` (larger = more supportive) of
-  several methods on one fine-tuned model, features computed once.
+  several methods on one fine-tuned model, features computed once (the attribution path).
 * :func:`query_losses`: the training objective per query (``per_example_loss``).
 """
 
@@ -21,15 +21,15 @@ from attriblm.data.schema import Example
 from attriblm.errors import ConfigError
 from attriblm.io import read_json
 from attriblm.methods.base import method_needs
-from attriblm.methods.damping import Damping
-from attriblm.methods.registry import create_method, expand_method_names, get_method_class
+from attriblm.methods.registry import get_method_class
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
-from attriblm.pipeline.attribute import AttributeSettings, compute_features
+from attriblm.pipeline.plan import resolve_methods  # noqa: F401  (the diagnoses' one)
+from attriblm.pipeline.scoring import fit_and_score, prepare_features
+from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
 from attriblm.train.loss import model_per_example_loss
-from attriblm.train.optimizer_state import moments_of
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 
@@ -94,16 +94,6 @@ def delta_summary(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def resolve_methods(methods: Sequence[str]) -> list[str]:
-    """Expand ``all``; ConfigError for an unknown name or an empty list."""
-    names = expand_method_names(methods)
-    for name in names:
-        get_method_class(name)
-    if not names:
-        raise ConfigError("no methods to evaluate (--method)")
-    return names
-
-
 def score_methods(
     loaded: LoadedModel,
     train: Sequence[Example],
@@ -113,35 +103,24 @@ def score_methods(
     *,
     checkpoints: Sequence[Any] | None = None,
     progress: StageProgress = _no_progress,
+    store_dir: Path | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{method: scores [n_query, n_train] float32}`` on ``loaded`` (larger = more supportive).
 
-    Features are computed once for all methods (:func:`compute_features`); ``checkpoints``
-    (the fine-tune's, :func:`attriblm.train.checkpoints.load_checkpoints`) are needed only by
-    ``tracin``.
+    The attribution path (:func:`attriblm.pipeline.scoring.prepare_features`, then each method
+    fitted and scored): features once for all methods, every ``settings`` field honoured;
+    ``checkpoints`` (the fine-tune's, :func:`attriblm.train.checkpoints.load_checkpoints`) are
+    needed only by ``tracin``. ``store_dir`` (default ``settings.store``) keeps the features.
     """
     needs = {kind for m in names for kind in method_needs(get_method_class(m))}
     if "checkpoints" in needs and not checkpoints:
         raise ConfigError("method 'tracin' needs the fine-tune's checkpoints")
-    kwargs = {
-        "need_grads": "gradients" in needs,
-        "need_reprs": "representations" in needs,
-        "need_rept": "representation-gradients" in needs,
-        "need_adam": "adam-gradients" in needs,
-        "checkpoints": checkpoints if "checkpoints" in needs else None,
-        "progress": progress,
-    }
-    moments = moments_of(loaded.identity) if "adam-gradients" in needs else None
-    train_f, _ = compute_features(
-        loaded, train, settings, need_kfac="kfac" in needs, source="train", adam_moments=moments,
-        **kwargs,
+    prepared = prepare_features(
+        loaded, train, queries, names, settings, checkpoints=checkpoints, progress=progress,
+        store_dir=store_dir,
     )  # fmt: skip
-    query_f, _ = compute_features(loaded, queries, settings, source="queries", **kwargs)
-    damping = Damping(settings.damping_mode, settings.damping)
-    return {
-        name: create_method(name, damping=damping).score(train_f, query_f).scores.float().cpu()
-        for name in names
-    }
+    scored = fit_and_score(prepared.methods, prepared.train, prepared.queries, prepared.plan)
+    return {name: scores.cpu() for name, scores in scored.scores.items()}
 
 
 @torch.no_grad()

@@ -43,12 +43,12 @@ from attriblm.errors import ConfigError
 from attriblm.features.checkpoints import ADAPTER_FILE, adapter_weights
 from attriblm.io import read_json, save_tensors, write_json
 from attriblm.methods.base import FeatureSet, method_needs
-from attriblm.methods.damping import Damping
-from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_norms
-from attriblm.pipeline.attribute import AttributeSettings, compute_features
+from attriblm.pipeline import plan
+from attriblm.pipeline.scoring import fit_and_score, prepare_features
+from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CONFIG_FILE, TRAIN_LOG, read_train_config
@@ -66,18 +66,14 @@ def resolve_methods(methods: Sequence[str]) -> list[str]:
     """Expand ``all``; ConfigError for methods with no per-checkpoint score: those that need
     checkpoints themselves (``tracin``) or the fine-tune's final optimizer state (``less``)."""
     whole_run = {"checkpoints", "adam-gradients"}
-    names = expand_method_names(methods)
-    if any(m == "all" for m in methods):
-        names = [m for m in names if not whole_run & set(method_needs(get_method_class(m)))]
-    bad = [m for m in names if whole_run & set(method_needs(get_method_class(m)))]
-    if bad:
-        raise ConfigError(
-            f"method(s) {bad} use all checkpoints or the final optimizer state at once and have "
-            "no per-checkpoint score; drop them from --method"
-        )
-    if not names:
-        raise ConfigError("no methods to evaluate (--method)")
-    return names
+    return plan.resolve_methods(
+        methods,
+        accept=lambda cls: not whole_run & set(method_needs(cls)),
+        refuse=lambda bad: (
+            f"method(s) {bad} use all checkpoints or the final optimizer state at once and "
+            "have no per-checkpoint score; drop them from --method"
+        ),
+    )
 
 
 def default_settings(finetune_dir: Path | str) -> AttributeSettings:
@@ -163,35 +159,19 @@ def _evaluate_state(
     progress: StageProgress,
     label: str,
 ) -> dict[str, Any]:
-    needs = {kind for m in names for kind in method_needs(get_method_class(m))}
-    timings: dict[str, float] = {}
-    kwargs = {
-        "need_grads": "gradients" in needs,
-        "need_reprs": "representations" in needs,
-        "need_rept": "representation-gradients" in needs,
-    }
-    train_f, _ = compute_features(
-        loaded,
-        train,
-        settings,
-        need_kfac="kfac" in needs,
-        source=f"train · {label}",
-        progress=progress,
-        timings=timings,
-        **kwargs,
-    )
-    query_f, _ = compute_features(
-        loaded, queries, settings, source=f"queries · {label}", progress=progress, **kwargs
-    )
-    dropped = _drop_zero_blocks(train_f, query_f)
+    # one store per state: each checkpoint's weights are another model (settings.store/<label>)
+    store_dir = None if settings.store is None else Path(settings.store) / label.replace(" ", "-")
+    prepared = prepare_features(
+        loaded, train, queries, names, settings, progress=progress, store_dir=store_dir,
+        sources={"train": f"train · {label}", "queries": f"queries · {label}"},
+    )  # fmt: skip
+    dropped = _drop_zero_blocks(prepared.train, prepared.queries)
+    scored = fit_and_score(prepared.methods, prepared.train, prepared.queries, prepared.plan)
     train_labels = [e.label for e in train]
     query_labels = [e.label for e in queries]
-    damping = Damping(settings.damping_mode, settings.damping)
     results: dict[str, Any] = {}
     for name in names:
-        method = create_method(name, damping=damping)
-        scores = method.score(train_f, query_f).scores
-        metrics = evaluate_scores(scores, query_labels, train_labels, n_boot=n_boot)
+        metrics = evaluate_scores(scored.scores[name], query_labels, train_labels, n_boot=n_boot)
         results[name] = {
             key: {"value": metrics[key]["value"], "ci95": list(metrics[key]["ci95"])}
             for key in METRICS

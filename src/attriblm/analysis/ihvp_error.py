@@ -36,6 +36,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,18 @@ from torch import Tensor
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.data.schema import Example
-from attriblm.errors import ConfigError
 from attriblm.io import write_json
-from attriblm.methods.base import FeatureSet, PreconditionedGradientMethod, method_needs
+from attriblm.methods.base import FeatureSet, PreconditionedGradientMethod
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import (
     available_methods,
-    create_method,
-    expand_method_names,
     get_method_class,
 )
 from attriblm.models.loading import LoadedModel
-from attriblm.pipeline.attribute import AttributeSettings, compute_features
+from attriblm.pipeline.plan import create_methods
+from attriblm.pipeline.plan import resolve_methods as resolve
+from attriblm.pipeline.scoring import prepare_features
+from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress
 
 NAME = "ihvp_error"
@@ -79,19 +80,14 @@ def preconditioned_methods() -> list[str]:
 
 def resolve_methods(methods: Sequence[str]) -> list[str]:
     """Expand ``all`` and validate: ConfigError for a method without ``Ĥ⁻¹v`` vectors."""
-    names = expand_method_names(methods)
-    allowed = preconditioned_methods()
-    if any(m == "all" for m in methods):
-        names = [m for m in names if m in allowed]
-    bad = [m for m in names if m not in allowed]
-    if bad:
-        raise ConfigError(
+    return resolve(
+        methods,
+        accept=lambda cls: issubclass(cls, PreconditionedGradientMethod),
+        refuse=lambda bad: (
             f"method(s) {bad} do not precondition query gradients, so they have no Ĥ⁻¹v to "
-            f"compare; choose from: {', '.join(allowed)}"
-        )
-    if not names:
-        raise ConfigError("no methods to compare (--method)")
-    return names
+            f"compare; choose from: {', '.join(preconditioned_methods())}"
+        ),
+    )
 
 
 def _row_stats(u: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -162,23 +158,28 @@ def compare_ihvp(
     queries: FeatureSet,
     methods: Sequence[str] = DEFAULT_METHODS,
     damping: Damping | None = None,
+    *,
+    settings: AttributeSettings | None = None,
 ) -> dict[str, Any]:
     """Compare each method's preconditioned query vectors with ``exact``'s (no files written).
 
     ``train`` needs per-example gradients (and K-FAC factors for ``kfac`` / ``ekfac``),
-    ``queries`` per-example gradients with the same blocks. Returns ``{"methods": {name: {...,
-    "blocks": {block: {...}}}}, "reference": "exact", "lambda": {block: λ_b}, ...}``.
+    ``queries`` per-example gradients with the same blocks. The methods are built from
+    ``settings`` (damping, factors, options; default :class:`AttributeSettings`), ``damping``
+    overriding its damping rule. Returns ``{"methods": {name: {..., "blocks": {block:
+    {...}}}}, "reference": "exact", "lambda": {block: λ_b}, ...}``.
     """
     names = resolve_methods(methods)
-    damping = damping if damping is not None else Damping()
-    reference = create_method(REFERENCE, damping=damping)
-    x, ref_info = reference.preconditioned(train, queries)
+    settings = settings if settings is not None else AttributeSettings()
+    if damping is not None:
+        settings = replace(settings, damping_mode=damping.mode, damping=damping.value)
+    reference = create_methods([REFERENCE], settings)[REFERENCE].fit(train)
+    x, ref_info = reference.preconditioned(queries)
     ref_scores = _scores(x, train)
     results: dict[str, Any] = {}
-    for name in names:
+    for name, method in create_methods(names, settings).items():
         start = time.perf_counter()
-        method = create_method(name, damping=damping)
-        u, info = method.preconditioned(train, queries)
+        u, info = method.fit(train).preconditioned(queries)
         seconds = time.perf_counter() - start
         totals = None
         blocks: dict[str, Any] = {}
@@ -202,7 +203,7 @@ def compare_ihvp(
     return {
         "reference": REFERENCE,
         "reference_max_residual": ref_info.get("max_residual"),
-        "damping": damping.to_dict(),
+        "damping": settings.damping_rule().to_dict(),
         "lambda": ref_info.get("lambda"),
         "n_train": train.n,
         "n_query": queries.n,
@@ -233,33 +234,14 @@ def run_ihvp_error(
     names = resolve_methods(methods)
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     out_path = output_dir(out)
-    need_kfac = any("kfac" in method_needs(get_method_class(m)) for m in names)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    train_features, _ = compute_features(
-        loaded,
-        train,
-        settings,
-        need_grads=True,
-        need_reprs=False,
-        need_kfac=need_kfac,
-        source=sources["train"],
-        progress=progress,
-        timings=timings,
-    )
-    query_features, _ = compute_features(
-        loaded,
-        queries,
-        settings,
-        need_grads=True,
-        need_reprs=False,
-        source=sources["queries"],
-        progress=progress,
-        timings=timings,
-    )
-    report = compare_ihvp(
-        train_features, query_features, names, Damping(settings.damping_mode, settings.damping)
-    )
+    # gradients (and K-FAC statistics) for the methods and the exact reference
+    prepared = prepare_features(
+        loaded, train, queries, [REFERENCE, *names], settings, sources=sources,
+        progress=progress, timings=timings,
+    )  # fmt: skip
+    report = compare_ihvp(prepared.train, prepared.queries, names, settings=settings)
     report = {
         "diagnosis": "ihvp_error",
         "model": loaded.identity.get("spec"),

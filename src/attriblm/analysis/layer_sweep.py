@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.data.schema import Example
 from attriblm.errors import ConfigError
-from attriblm.features.rept import n_layers, rept_features, resolve_layer
+from attriblm.features.rept import n_layers, resolve_layer
 from attriblm.io import write_json
 from attriblm.methods.base import FeatureSet
-from attriblm.methods.registry import create_method
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
-from attriblm.pipeline.attribute import AttributeSettings, encode_with_warning
+from attriblm.pipeline.features import FeatureBuilder, open_store
+from attriblm.pipeline.plan import FeaturePlan, create_methods
+from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress
 
 NAME = "layer_sweep"
@@ -53,36 +51,6 @@ def resolve_layers(layers: Sequence[int] | None, total: int) -> list[int]:
     if not layers:
         return list(range(1, total + 1))
     return sorted({resolve_layer(int(layer), total, "--layers") for layer in layers})
-
-
-def _features(
-    loaded: LoadedModel,
-    examples: Sequence[Example],
-    layers: list[int],
-    settings: AttributeSettings,
-    source: str,
-    progress: StageProgress,
-) -> dict[int, torch.Tensor]:
-    # RepT's loss is the response loss, whatever the run's mask (as in attribute).
-    response = replace(settings, loss_mask="response")
-    encoded, _truncated = encode_with_warning(examples, loaded, response, source)
-    names = [f"{source} row {i + 1}" for i in range(len(encoded))]
-    advance = progress(f"RepT features, {len(layers)} layers · {source}", len(encoded))
-    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    bs = settings.batch_size
-    for start in range(0, len(encoded), bs):
-        batch = rept_features(
-            loaded.model,
-            encoded[start : start + bs],
-            pad_token_id=loaded.tokenizer.pad_token_id,
-            layers=layers,
-            batch_size=bs,
-            names=names[start : start + bs],
-        )
-        for layer, rows in batch.items():
-            parts[layer].append(rows)
-        advance(min(bs, len(encoded) - start))
-    return {layer: torch.cat(rows) for layer, rows in parts.items()}
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -137,19 +105,27 @@ def run_layer_sweep(
     chosen = resolve_layers(layers, total)
     out_path = output_dir(out)
     started = time.perf_counter()
-    train_f = _features(loaded, train, chosen, settings, sources["train"], progress)
-    query_f = _features(loaded, queries, chosen, settings, sources["queries"], progress)
+    store = open_store(
+        None if settings.store is None else Path(settings.store).expanduser(), loaded, settings
+    )
+    methods = create_methods(list(METHODS), settings)
+    plan = FeaturePlan.from_methods(methods, settings)
+    builder = FeatureBuilder(loaded, settings, store, plan, progress=progress)
+    train_f, _ = builder.rept_layers("train", train, sources["train"], chosen)
+    query_f, _ = builder.rept_layers("queries", queries, sources["queries"], chosen)
     train_labels = [e.label for e in train]
     query_labels = [e.label for e in queries]
-    rept, repsim = create_method("rept"), create_method("repsim")
+    rept, repsim = methods["rept"], methods["repsim"]
     rows = []
     tick = progress("scoring layers", len(chosen))
     for layer in chosen:
         t, q = train_f[layer], query_f[layer]
         half = t.shape[1] // 2
         scores = {
-            "rept": rept.score(FeatureSet(rept=t), FeatureSet(rept=q)),
-            "repsim": repsim.score(FeatureSet(reprs=t[:, :half]), FeatureSet(reprs=q[:, :half])),
+            "rept": rept.fit(FeatureSet(rept=t)).score(FeatureSet(rept=q)),
+            "repsim": repsim.fit(FeatureSet(reprs=t[:, :half])).score(
+                FeatureSet(reprs=q[:, :half])
+            ),
         }
         row: dict[str, Any] = {"layer": layer}
         for name, output in scores.items():

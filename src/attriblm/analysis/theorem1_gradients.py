@@ -32,11 +32,12 @@ from torch import Tensor
 
 from attriblm.analysis.theorem1 import closed_form_errors
 from attriblm.data.schema import Example
-from attriblm.methods.base import FeatureSet
+from attriblm.methods.base import AttributionMethod, FeatureSet
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method
 from attriblm.models.loading import LoadedModel
-from attriblm.pipeline.attribute import AttributeSettings, compute_features
+from attriblm.pipeline.scoring import prepare_features
+from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress
 
 
@@ -61,7 +62,11 @@ def _mean(values: Tensor) -> float | None:
 
 
 def gradient_errors(
-    train: FeatureSet, queries: FeatureSet, damping: Damping | None = None
+    train: FeatureSet,
+    queries: FeatureSet,
+    damping: Damping | None = None,
+    *,
+    exact: AttributionMethod | None = None,
 ) -> dict[str, Any]:
     """The vector errors of the module docstring for ``queries``' gradients (no files written).
 
@@ -70,9 +75,12 @@ def gradient_errors(
 
     ``train`` and ``queries`` need per-example gradients with the same blocks. Returns
     ``{"blocks": {block: {...}}, "queries_summary": {...}, "per_query": {...}, "lambda": ...}``.
+    ``exact``: the reference method already built (e.g. with the run's options); default
+    ``exact`` with ``damping``.
     """
     damping = damping if damping is not None else Damping()
-    x, info = create_method("exact", damping=damping).preconditioned(train, queries)
+    exact = exact if exact is not None else create_method("exact", damping=damping)
+    x, info = exact.fit(train).preconditioned(queries)
     lambdas = info["lambda"]
     m = queries.n
     keys = ("d", "x", "dr", "xr", "dot", "w", "v", "vr")
@@ -163,20 +171,13 @@ def measure_gradients(
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    features = [
-        compute_features(
-            loaded,
-            examples,
-            settings,
-            need_grads=True,
-            need_reprs=False,
-            source=sources[role],
-            progress=progress,
-            timings=timings,
-        )[0]
-        for role, examples in (("train", train), ("queries", queries))
-    ]
-    result = gradient_errors(*features, Damping(settings.damping_mode, settings.damping))
+    prepared = prepare_features(
+        loaded, train, queries, ["exact"], settings, sources=sources, progress=progress,
+        timings=timings,
+    )  # fmt: skip
+    result = gradient_errors(
+        prepared.train, prepared.queries, settings.damping_rule(), exact=prepared.methods["exact"]
+    )
     return {
         "model": loaded.identity.get("spec"),
         "adapter": loaded.identity.get("adapter"),

@@ -17,13 +17,17 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from attriblm.errors import ConfigError, DataError
 from attriblm.methods.damping import Damping
+
+if TYPE_CHECKING:
+    from attriblm.features.store import FeatureStore
 
 
 @dataclass
@@ -84,6 +88,26 @@ class MethodOutput:
     info: dict
 
 
+class Fitted:
+    """A method fitted on one training set; :meth:`score` scores query sets against it.
+
+    Holds everything a scoring call depends on besides the queries (the train features,
+    fitted factors, per-call facts), so the method object itself keeps only its options.
+    """
+
+    def __init__(self, method: AttributionMethod, train: FeatureSet | None) -> None:
+        self.method = method
+        self.train = train
+
+    def score(self, queries: FeatureSet) -> MethodOutput:
+        """Scores ``[queries.n, n_train]`` float32 (larger = more supportive) and info."""
+        return self.method.score(self.train, queries)
+
+    def save_factors(self, path: Path | str) -> Path | None:
+        """Write what was fitted (e.g. K-FAC eigenbases) to ``path``; ``None``: nothing to save."""
+        return None
+
+
 SIGN_NOTE = "larger = more supportive (gradient methods: s = v·Ĥ⁻¹g, paper influence -s)"
 FEATURE_KINDS = (
     "gradients",
@@ -117,10 +141,25 @@ class AttributionMethod(ABC):
     name: ClassVar[str]
     needs: ClassVar[str | tuple[str, ...]]
     summary: ClassVar[str]
+    streams: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, train: FeatureSet, queries: FeatureSet) -> MethodOutput:
         """Scores ``[queries.n, train.n]`` float32 (larger = more supportive) and info."""
+
+    def fit(self, train: FeatureSet) -> Fitted:
+        """This method fitted on ``train``: what depends on the training set alone, computed
+        once, for any number of query sets (:meth:`Fitted.score`).
+
+        Default: nothing to fit; :meth:`Fitted.score` calls :meth:`score` with ``train``. A
+        method with train-only work (curvature, factors) overrides this.
+        """
+        return Fitted(self, train)
+
+    def fit_store(self, store: FeatureStore, kind: str) -> Fitted:
+        """This method fitted on the train rows of ``kind`` in ``store``, read shard by shard
+        (never whole). Only for methods with ``streams = True``."""
+        raise NotImplementedError(f"method '{self.name}' cannot be scored from a feature store")
 
     def options(self) -> dict[str, Any]:
         """The constructor options in force, JSON-serialisable (recorded in ``info``)."""
@@ -227,9 +266,10 @@ def cosine_from_parts(dots: Tensor, q_sq: Tensor, t_sq: Tensor) -> Tensor:
 class PreconditionedGradientMethod(AttributionMethod):
     """Template for ``s = Σ_b (Ĥ_b⁻¹ v_b) · g_b``: subclasses supply ``Ĥ_b⁻¹ v``.
 
-    The base validates the features, computes ``λ_b`` per block (when ``damped``), calls
-    :meth:`precondition` (or :meth:`precondition_blocks`) in float64, and sums ``U_b G_bᵀ`` over
-    blocks. Per-block facts recorded with :meth:`record` end up in ``info["blocks"]``.
+    :meth:`fit` gives a :class:`PreconditionedFit`, which validates the features, computes
+    ``λ_b`` per block (when ``damped``), calls :meth:`precondition` (or
+    :meth:`precondition_blocks`) in float64, and sums ``U_b G_bᵀ`` over blocks. Per-block facts
+    recorded with :meth:`record` during that call end up in its ``info["blocks"]``.
     """
 
     needs: ClassVar[str] = "gradients"
@@ -237,7 +277,7 @@ class PreconditionedGradientMethod(AttributionMethod):
 
     def __init__(self, damping: Damping | None = None) -> None:
         self.damping = damping if damping is not None else Damping()
-        self._block_info: dict[str, dict[str, Any]] = {}
+        self._active: PreconditionedFit | None = None  # the fit being scored, during the call
 
     @abstractmethod
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
@@ -275,9 +315,17 @@ class PreconditionedGradientMethod(AttributionMethod):
             )
         return {b: self.damping.lambda_for(g, block=b) for b, g in train.items()}
 
+    @property
+    def active_fit(self) -> PreconditionedFit:
+        """The :class:`PreconditionedFit` being scored (only inside its scoring call)."""
+        if self._active is None:
+            raise RuntimeError(f"{self.name}: no scoring call in progress (use fit().score())")
+        return self._active
+
     def record(self, block: str, **facts: Any) -> None:
-        """Attach JSON-serialisable facts about ``block`` to ``info["blocks"][block]``."""
-        self._block_info.setdefault(block, {}).update(facts)
+        """Attach JSON-serialisable facts about ``block`` to ``info["blocks"][block]`` of the
+        scoring call in progress."""
+        self.active_fit.facts.setdefault(block, {}).update(facts)
 
     def summarize(self, blocks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Method-level summary of the per-block facts, merged into ``info``."""
@@ -286,32 +334,66 @@ class PreconditionedGradientMethod(AttributionMethod):
     def options(self) -> dict[str, Any]:
         return {"damping": self.damping.to_dict()} if self.damped else {}
 
+    def fit(self, train: FeatureSet) -> PreconditionedFit:
+        return PreconditionedFit(self, train)
+
     def preconditioned(
         self, train: FeatureSet, queries: FeatureSet
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Per-block preconditioned query vectors ``{block: [m, d_b]}`` (float64) and info."""
-        blocks = check_gradients(self.name, train, queries)
-        self._block_info = {b: {"d": int(train.grads[b].shape[1])} for b in blocks}
-        train_g = {b: train.grads[b] for b in blocks}
-        query_g = {b: queries.grads[b] for b in blocks}
-        dampings = self.block_dampings(train_g) if self.damped else dict.fromkeys(blocks, 0.0)
-        u = self.precondition_blocks(train_g, query_g, dampings)
-        info = self._base_info(train, queries)
-        if self.damped:
-            info["damping"] = self.damping.to_dict()
-            info["lambda"] = dampings
-        else:
-            info["damping"] = f"none: {self.name} does not damp (Ĥ = I)"
-            info["lambda"] = None
-        info["blocks"] = self._block_info
-        info.update(self.summarize(self._block_info))
-        return {b: u[b] for b in blocks}, info
+        """Per-block preconditioned query vectors ``{block: [m, d_b]}`` (float64) and info
+        (``fit(train).preconditioned(queries)``)."""
+        return self.fit(train).preconditioned(queries)
 
     def score(self, train: FeatureSet, queries: FeatureSet) -> MethodOutput:
+        """``s = Σ_b U_b G_bᵀ`` ``[m, n]`` float32 (``fit(train).score(queries)``)."""
+        return self.fit(train).score(queries)
+
+
+class PreconditionedFit(Fitted):
+    """A :class:`PreconditionedGradientMethod` fitted on ``train``.
+
+    ``facts`` holds the per-block facts of the scoring call in progress (or the last one).
+    """
+
+    method: PreconditionedGradientMethod
+    train: FeatureSet
+
+    def __init__(self, method: PreconditionedGradientMethod, train: FeatureSet) -> None:
+        super().__init__(method, train)
+        self.facts: dict[str, dict[str, Any]] = {}
+
+    def preconditioned(self, queries: FeatureSet) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Per-block preconditioned query vectors ``{block: [m, d_b]}`` (float64) and info."""
+        method, train = self.method, self.train
+        blocks = check_gradients(method.name, train, queries)
+        self.facts = {b: {"d": int(train.grads[b].shape[1])} for b in blocks}
+        train_g = {b: train.grads[b] for b in blocks}
+        query_g = {b: queries.grads[b] for b in blocks}
+        previous, method._active = method._active, self
+        try:
+            if method.damped:
+                dampings = method.block_dampings(train_g)
+            else:
+                dampings = dict.fromkeys(blocks, 0.0)
+            u = method.precondition_blocks(train_g, query_g, dampings)
+            info = method._base_info(train, queries)
+            if method.damped:
+                info["damping"] = method.damping.to_dict()
+                info["lambda"] = dampings
+            else:
+                info["damping"] = f"none: {method.name} does not damp (Ĥ = I)"
+                info["lambda"] = None
+            info["blocks"] = self.facts
+            info.update(method.summarize(self.facts))
+        finally:
+            method._active = previous
+        return {b: u[b] for b in blocks}, info
+
+    def score(self, queries: FeatureSet) -> MethodOutput:
         """``s = Σ_b U_b G_bᵀ`` ``[m, n]`` float32, ``U_b`` from :meth:`preconditioned`."""
-        u, info = self.preconditioned(train, queries)
+        u, info = self.preconditioned(queries)
         device = next(iter(u.values())).device
-        scores = torch.zeros(queries.n, train.n, dtype=torch.float64, device=device)
+        scores = torch.zeros(queries.n, self.train.n, dtype=torch.float64, device=device)
         for b, ub in u.items():
-            scores.addmm_(ub, train.grads[b].to(device=ub.device, dtype=torch.float64).T)
+            scores.addmm_(ub, self.train.grads[b].to(device=ub.device, dtype=torch.float64).T)
         return MethodOutput(scores=scores.float(), info=info)

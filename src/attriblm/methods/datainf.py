@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from attriblm.features.store import FeatureStore
 from attriblm.methods.base import PreconditionedGradientMethod
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import register
+from attriblm.methods.streaming import StreamedFit
 
 
 def datainf_precondition(v: Tensor, g: Tensor, damping: float) -> Tensor:
@@ -29,10 +31,16 @@ class DataInf(PreconditionedGradientMethod):
     """
 
     name = "datainf"
+    streams = True
     summary = "DataInf: closed-form average of rank-one damped inverses (Kwon et al. 2023)"
 
     def __init__(self, damping: Damping | None = None) -> None:
         super().__init__(damping)
+
+    def fit_store(self, store: FeatureStore, kind: str) -> StreamedFit:
+        """Scored shard by shard from the train rows of ``kind`` in ``store``
+        (:mod:`attriblm.methods.streaming`): same numbers, memory independent of ``n × d``."""
+        return StreamedFit(self, store, kind)
 
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
         return datainf_precondition(queries, train, damping)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from attriblm.features.store import FeatureStore
 from attriblm.methods.base import PreconditionedGradientMethod
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import register
+from attriblm.methods.streaming import StreamedFit
 
 
 @register
@@ -18,11 +20,17 @@ class GradSim(PreconditionedGradientMethod):
     """
 
     name = "gradsim"
+    streams = True
     summary = "gradient dot product v·g summed over LoRA blocks (Ĥ = I, no damping)"
     damped = False
 
     def __init__(self, damping: Damping | None = None) -> None:
         super().__init__(damping)
+
+    def fit_store(self, store: FeatureStore, kind: str) -> StreamedFit:
+        """Scored shard by shard from the train rows of ``kind`` in ``store``
+        (:mod:`attriblm.methods.streaming`): same numbers, memory independent of ``n × d``."""
+        return StreamedFit(self, store, kind)
 
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
         return queries

@@ -21,8 +21,9 @@ multi-token examples, while EK-FAC's ``Σ Λ = tr(H)`` exactly. Relative damping
 ``ratio = tr(S ⊗ A)/tr(H)`` recorded per block as ``trace_ratio``.
 
 Scores ``s(q, i) = Σ_b ⟨iHVP(V_{q,b}), G_{i,b}⟩`` ``[m, n]``, larger = more supportive. The
-fitted eigenbases and ``Λ`` depend on the training set only: :meth:`KFAC.save_factors` writes
-them to safetensors and the ``factors`` option reuses them for any number of query sets.
+fitted eigenbases and ``Λ`` depend on the training set only (:meth:`KFAC.fit`):
+:meth:`KFACFit.save_factors` writes them to safetensors and the ``factors`` option reuses them
+for any number of query sets.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import Tensor
 
 from attriblm.errors import ConfigError, DataError
 from attriblm.io import load_tensors, save_tensors
-from attriblm.methods.base import FeatureSet, PreconditionedGradientMethod
+from attriblm.methods.base import FeatureSet, PreconditionedFit, PreconditionedGradientMethod
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import register
 
@@ -122,8 +123,8 @@ class KFAC(PreconditionedGradientMethod):
     Needs the train-side K-FAC factors (feature ``kfac``) and the per-example gradients.
     Options: ``damping`` (relative: the study's ``λ_b = value · mean g²``, the default;
     absolute; or ``eigen_mean``: ``value · mean(Λ_b)``), ``factors`` (path of a factor file
-    written by :meth:`save_factors` to reuse instead of fitting). ``info["lambda"]`` holds λ per
-    block; ``info["blocks"][b]`` the shape, eigenvalue range and ``trace_ratio``
+    written by :meth:`KFACFit.save_factors` to reuse instead of fitting). ``info["lambda"]``
+    holds λ per block; ``info["blocks"][b]`` the shape, eigenvalue range and ``trace_ratio``
     ``= Σ Λ_b / tr(H_b)`` (``tr(S ⊗ A)/tr(H)`` for K-FAC, 1 for EK-FAC; ``None`` for a block
     with all-zero gradients); ``info["trace_ratio"]`` its ``min`` / ``max`` over blocks.
     """
@@ -136,20 +137,15 @@ class KFAC(PreconditionedGradientMethod):
     def __init__(self, damping: Damping | None = None, factors: str | Path | None = None) -> None:
         super().__init__(damping)
         self.factors_path = None if factors is None else Path(factors)
-        self.fitted: dict[str, EigenFactors] | None = None
-        self._fitted_on: FeatureSet | None = None
 
     def options(self) -> dict[str, Any]:
         opts = super().options()
         opts["factors"] = None if self.factors_path is None else str(self.factors_path)
         return opts
 
-    def fit(self, train: FeatureSet) -> dict[str, EigenFactors]:
-        """Eigendecompose the train factors (and, for EK-FAC, fit ``Λ`` from ``train.grads``).
-
-        :meth:`score` fits once per train :class:`FeatureSet` object and reuses the result for
-        further query sets scored against the same object.
-        """
+    def fit_factors(self, train: FeatureSet) -> dict[str, EigenFactors]:
+        """Eigendecompose the train factors (and, for EK-FAC, fit ``Λ`` from ``train.grads``),
+        or read them from the ``factors`` file."""
         if self.factors_path is not None:
             return load_eigen_factors(self.factors_path)
         if not train.kfac:
@@ -168,45 +164,24 @@ class KFAC(PreconditionedGradientMethod):
             fitted[block] = ef
         return fitted
 
-    def prepare(self, train: FeatureSet) -> dict[str, EigenFactors]:
-        """Fit on ``train`` now and keep the result for :meth:`score` against the same object."""
-        self.fitted, self._fitted_on = self.fit(train), train
-        return self.fitted
-
-    def save_factors(self, path: Path | str) -> Path:
-        """Write the factors fitted by the last :meth:`score` (safetensors)."""
-        if self.fitted is None:
-            raise ConfigError(f"{self.name}: no fitted factors to save (score first)")
-        return save_eigen_factors(path, self.fitted)
-
-    def preconditioned(
-        self, train: FeatureSet, queries: FeatureSet
-    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        if self.fitted is None or self._fitted_on is not train:
-            self.prepare(train)
-        grads = train.grads or {}
-        for block, ef in self.fitted.items():
-            out_f, in_f = ef.shape
-            if block in grads and grads[block].shape[1] != out_f * in_f:
-                raise DataError(
-                    f"K-FAC factors of block '{block}' are [{out_f}, {in_f}] but its gradients "
-                    f"have width {grads[block].shape[1]}"
-                )
-        missing = [b for b in grads if b not in self.fitted]
-        if missing:
-            raise DataError(f"no K-FAC factors for block(s) {missing[:5]}")
-        return super().preconditioned(train, queries)
+    def fit(self, train: FeatureSet) -> KFACFit:
+        """The factors fitted on ``train`` (:meth:`fit_factors`), once for any query sets."""
+        return KFACFit(self, train)
 
     def block_dampings(self, train: dict[str, Tensor]) -> dict[str, float]:
         if self.damping.mode != "eigen_mean":
             return super().block_dampings(train)
         return {
-            b: self.damping.lambda_from_eigenvalues(self.fitted[b].eigenvalues, block=b)
+            b: self.damping.lambda_from_eigenvalues(self.active_fit.factors[b].eigenvalues, block=b)
             for b in train
         }
 
+    @property
+    def active_fit(self) -> KFACFit:
+        return super().active_fit  # type: ignore[return-value]
+
     def precondition(self, block: str, queries: Tensor, train: Tensor, damping: float) -> Tensor:
-        ef = self.fitted[block]
+        ef = self.active_fit.factors[block]
         trace_h = float(train.square().sum()) / train.shape[0]  # tr(GᵀG/n) = mean_i ‖g_i‖²
         self.record(
             block,
@@ -222,6 +197,35 @@ class KFAC(PreconditionedGradientMethod):
         if not ratios:
             return {"trace_ratio": None}
         return {"trace_ratio": {"min": min(ratios), "max": max(ratios)}}
+
+
+class KFACFit(PreconditionedFit):
+    """K-FAC / EK-FAC fitted on a training set: the eigenbases and ``Λ`` per block
+    (``factors``), reused for every query set; :meth:`save_factors` writes them."""
+
+    method: KFAC
+
+    def __init__(self, method: KFAC, train: FeatureSet) -> None:
+        super().__init__(method, train)
+        self.factors = method.fit_factors(train)
+
+    def preconditioned(self, queries: FeatureSet) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        grads = self.train.grads or {}
+        for block, ef in self.factors.items():
+            out_f, in_f = ef.shape
+            if block in grads and grads[block].shape[1] != out_f * in_f:
+                raise DataError(
+                    f"K-FAC factors of block '{block}' are [{out_f}, {in_f}] but its gradients "
+                    f"have width {grads[block].shape[1]}"
+                )
+        missing = [b for b in grads if b not in self.factors]
+        if missing:
+            raise DataError(f"no K-FAC factors for block(s) {missing[:5]}")
+        return super().preconditioned(queries)
+
+    def save_factors(self, path: Path | str) -> Path:
+        """Write the fitted factors (safetensors, :func:`save_eigen_factors`)."""
+        return save_eigen_factors(path, self.factors)
 
 
 @register

@@ -11,6 +11,10 @@ float32, larger = more supportive):
 * ``stream_datainf``: ``λ_b`` by :class:`~attriblm.methods.damping.Damping` from the block's
   mean squared train entry (pass 1), ``C G / n`` with ``C_{qi} = (v_q·g_i) / (λ + ‖g_i‖²)``
   (pass 2), then ``s = u · g`` with ``u = (v − C G / n) / λ`` (pass 3).
+
+:class:`StreamedFit` is the :class:`~attriblm.methods.base.Fitted` of a method that declares
+``streams = True`` (gradsim, datainf: :meth:`AttributionMethod.fit_store`); the attribution
+pipeline picks it when every method of a run streams.
 """
 
 from __future__ import annotations
@@ -19,10 +23,8 @@ import torch
 from torch import Tensor
 
 from attriblm.features.store import FeatureStore
-from attriblm.methods.base import SIGN_NOTE, AttributionMethod, MethodOutput
+from attriblm.methods.base import SIGN_NOTE, AttributionMethod, FeatureSet, Fitted, MethodOutput
 from attriblm.methods.damping import Damping
-
-STREAMABLE = ("gradsim", "datainf")
 
 
 def _n_rows(store: FeatureStore, kind: str) -> int:
@@ -99,30 +101,40 @@ def stream_datainf(
     return stream_scores(store, kind, u)
 
 
-def streamed_output(
-    method: AttributionMethod, store: FeatureStore, kind: str, queries: dict[str, Tensor]
-) -> MethodOutput:
-    """``method`` (one of :data:`STREAMABLE`) scored from the store; info as the in-memory
-    method records it (options, damping, λ per block) plus ``streamed``."""
-    if method.name not in STREAMABLE:
-        raise ValueError(f"method {method.name!r} cannot be streamed; streamable: {STREAMABLE}")
-    lam = None
-    if method.name == "gradsim":
-        scores = stream_gradsim(store, kind, queries)
-        damping: object = "none: gradsim does not damp (Ĥ = I)"
-    else:
-        lam = block_dampings(store, kind, method.damping)
-        scores = stream_datainf(store, kind, queries, method.damping, lambdas=lam)
-        damping = method.damping.to_dict()
-    info = {
-        "method": method.name,
-        "needs": ["gradients"],
-        "options": method.options(),
-        "n_train": int(scores.shape[1]),
-        "n_query": int(scores.shape[0]),
-        "sign": SIGN_NOTE,
-        "damping": damping,
-        "lambda": lam,
-        "streamed": "scored shard by shard from the feature store (attriblm.methods.streaming)",
-    }
-    return MethodOutput(scores=scores, info=info)
+class StreamedFit(Fitted):
+    """GradSim or DataInf fitted on the train rows of ``kind`` in ``store`` (read shard by
+    shard); :meth:`score` takes the query gradients in memory. Info as the in-memory method
+    records it (options, damping, λ per block) plus ``streamed``."""
+
+    def __init__(self, method: AttributionMethod, store: FeatureStore, kind: str) -> None:
+        super().__init__(method, None)
+        self.store, self.kind = store, kind
+        damping = getattr(method, "damping", None)
+        self.damped = bool(getattr(method, "damped", True))
+        # pass 1 of DataInf: λ per block depends on the train rows alone
+        self.lambdas = block_dampings(store, kind, damping) if self.damped else None
+
+    def score(self, queries: FeatureSet) -> MethodOutput:
+        method, grads = self.method, queries.grads
+        if grads is None:
+            raise ValueError(f"{method.name}: the query features have no gradients to stream")
+        if self.damped:
+            scores = stream_datainf(
+                self.store, self.kind, grads, method.damping, lambdas=self.lambdas
+            )
+            damping: object = method.damping.to_dict()
+        else:
+            scores = stream_gradsim(self.store, self.kind, grads)
+            damping = f"none: {method.name} does not damp (Ĥ = I)"
+        info = {
+            "method": method.name,
+            "needs": ["gradients"],
+            "options": method.options(),
+            "n_train": int(scores.shape[1]),
+            "n_query": int(scores.shape[0]),
+            "sign": SIGN_NOTE,
+            "damping": damping,
+            "lambda": self.lambdas,
+            "streamed": "scored shard by shard from the feature store (attriblm.methods.streaming)",
+        }
+        return MethodOutput(scores=scores, info=info)
