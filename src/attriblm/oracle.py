@@ -3,7 +3,7 @@
 Needs the optional ``oracle`` extra (``pip install --no-deps kronfluence einops einconv
 opt_einsum``). Kronfluence is set up to compute what attriblm's ``ekfac`` computes:
 
-* the same per-example loss (:func:`attriblm.train.loss.per_example_loss`, summed over the batch)
+* the same per-example loss (:func:`attriblm.models.loss.per_example_loss`, summed over the batch)
   as training loss (empirical Fisher, no label sampling) and as query measurement;
 * the same tracked modules: every LoRA ``lora_A`` / ``lora_B`` linear;
 * the same token set for the activation factor (its "attention mask" is
@@ -25,7 +25,7 @@ import torch
 from attriblm.data.tokenize import EncodedExample, collate
 from attriblm.features.kfac import token_mask
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import per_example_loss
+from attriblm.models.loss import per_example_loss
 
 
 def tracked_module_names(model: torch.nn.Module) -> list[str]:

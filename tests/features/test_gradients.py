@@ -6,8 +6,8 @@ import torch
 from attriblm.data.tokenize import collate, encode_examples
 from attriblm.features.gradients import per_example_gradients
 from attriblm.models.lora import LoraSettings, add_lora, lora_linears
+from attriblm.models.loss import per_example_loss
 from attriblm.models.tiny import build_tiny_model
-from attriblm.train.loss import per_example_loss
 
 
 def _loop_gradients(model, encoded, pad_id) -> dict[str, torch.Tensor]:

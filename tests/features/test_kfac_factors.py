@@ -12,7 +12,7 @@ from attriblm.features.kfac import (
     token_mask,
 )
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import IGNORE_INDEX, model_per_example_loss
+from attriblm.models.loss import IGNORE_INDEX, model_per_example_loss
 
 
 def test_token_mask_counts_positions_before_the_last_loss_label():

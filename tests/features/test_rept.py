@@ -7,7 +7,7 @@ from attriblm.data.tokenize import encode_examples, encode_prompts
 from attriblm.errors import ConfigError
 from attriblm.features.representations import representations
 from attriblm.features.rept import last_prompt_positions, rept_features, resolve_layer
-from attriblm.train.loss import per_example_loss
+from attriblm.models.loss import per_example_loss
 
 
 def _reference(model, example, layer: int) -> torch.Tensor:

@@ -24,12 +24,12 @@ from attriblm.methods.base import method_needs
 from attriblm.methods.registry import get_method_class
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
+from attriblm.models.loss import model_per_example_loss
 from attriblm.pipeline.plan import resolve_methods  # noqa: F401  (the diagnoses' one)
 from attriblm.pipeline.scoring import fit_and_score, prepare_features
 from attriblm.pipeline.settings import AttributeSettings
 from attriblm.progress import StageProgress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
-from attriblm.train.loss import model_per_example_loss
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 

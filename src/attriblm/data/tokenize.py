@@ -43,7 +43,7 @@ import torch
 from attriblm.data.schema import Example
 from attriblm.data.templates import check_template, format_example, format_prompt
 from attriblm.errors import ConfigError, DataError, ModelError
-from attriblm.train.loss import IGNORE_INDEX
+from attriblm.models.loss import IGNORE_INDEX
 
 LOSS_MASKS = ("response", "full", "paper")
 # A mask whose tokenisation changed gets a revision; cache keys of fine-tunes and feature stores

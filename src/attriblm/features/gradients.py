@@ -3,8 +3,8 @@
 Each LoRA ``lora_A`` / ``lora_B`` is a bias-free ``nn.Linear`` with weight ``W [out, in]``. For a
 sequence, ``dL/dW = Σ_t δ_t a_tᵀ`` where ``a_t`` is the layer input at token ``t`` and ``δ_t`` the
 gradient of the loss with respect to the layer output. Hooks capture ``a`` on the forward pass and
-``δ`` on the backward pass of ``Σ_i L_i`` (``L_i`` = :func:`attriblm.train.loss.per_example_loss`,
-computed by :func:`~attriblm.train.loss.model_per_example_loss`),
+``δ`` on the backward pass of ``Σ_i L_i`` (``L_i`` = :func:`attriblm.models.loss.per_example_loss`,
+computed by :func:`~attriblm.models.loss.model_per_example_loss`),
 so row ``i`` of the batch carries exactly example ``i``'s gradient: one forward and one backward
 per batch instead of one per example.
 
@@ -22,9 +22,10 @@ from contextlib import contextmanager
 import torch
 
 from attriblm.data.tokenize import EncodedExample, collate
-from attriblm.errors import AttriblmError, ModelError
+from attriblm.errors import AttriblmError
+from attriblm.features.finite import check_finite_rows
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import model_per_example_loss
+from attriblm.models.loss import model_per_example_loss
 
 ProgressFn = Callable[[int], None]
 
@@ -118,21 +119,10 @@ def per_example_gradients(
                 torch.autograd.grad(losses.sum(), params, allow_unused=True)
                 for name, recorder in recorders.items():
                     block = recorder.take().cpu()
-                    _check_finite(block, name, start, names)
+                    check_finite_rows(block, start, names, "gradient", f" in block {name}")
                     chunks.setdefault(name, []).append(block)
                 if progress is not None:
                     progress(min(batch_size, len(encoded) - start))
     finally:
         model.train(was_training)
     return {name: torch.cat(parts) for name, parts in chunks.items()}
-
-
-def _check_finite(block: torch.Tensor, name: str, start: int, names: Sequence[str]) -> None:
-    bad = (~torch.isfinite(block)).any(dim=1).nonzero().flatten()
-    if len(bad):
-        index = start + int(bad[0])
-        who = names[index] if index < len(names) else f"example {index + 1}"
-        raise ModelError(
-            f"non-finite gradient (NaN or inf) for {who} in block {name}: check the model and "
-            "adapter weights, or use --dtype fp32"
-        )

@@ -2,7 +2,7 @@
 
 For a LoRA ``nn.Linear`` with weight ``W [out, in]`` and one example ``i``, the per-example
 gradient is ``G_i = Σ_t δ_t a_tᵀ`` where ``a_t [in]`` is the layer input at token ``t`` and
-``δ_t [out]`` the gradient of ``L_i`` (:func:`attriblm.train.loss.per_example_loss`, the
+``δ_t [out]`` the gradient of ``L_i`` (:func:`attriblm.models.loss.per_example_loss`, the
 token-mean loss of example ``i``, so ``δ_t`` carries the ``1 / #loss tokens`` factor) with respect
 to the layer output. Row-major flattening gives ``vec(G_i) = Σ_t δ_t ⊗ a_t``, the layout of the
 gradient blocks of :mod:`attriblm.features.gradients`.
@@ -36,7 +36,7 @@ import torch
 from attriblm.data.tokenize import EncodedExample, collate
 from attriblm.errors import AttriblmError
 from attriblm.models.lora import lora_linears
-from attriblm.train.loss import IGNORE_INDEX, model_per_example_loss
+from attriblm.models.loss import IGNORE_INDEX, model_per_example_loss
 
 ProgressFn = Callable[[int], None]
 

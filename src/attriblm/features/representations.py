@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from attriblm.data.tokenize import collate_prompts
-from attriblm.errors import ConfigError, ModelError
+from attriblm.errors import ConfigError
+from attriblm.features.finite import check_finite_rows
 
 POOLINGS = ("last", "mean")
 
@@ -67,7 +68,7 @@ def representations(
             )
             hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
             rows.append(_pool(hidden.float(), mask, batch["last_index"].to(device), pooling).cpu())
-            _check_finite(rows[-1], start, names)
+            check_finite_rows(rows[-1], start, names, "representation")
             if progress is not None:
                 progress(len(rows[-1]))
     finally:
@@ -83,14 +84,3 @@ def _pool(
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last_index]
     weights = mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * weights).sum(1) / weights.sum(1)
-
-
-def _check_finite(block: torch.Tensor, start: int, names: Sequence[str]) -> None:
-    bad = (~torch.isfinite(block)).any(dim=1).nonzero().flatten()
-    if len(bad):
-        index = start + int(bad[0])
-        who = names[index] if index < len(names) else f"example {index + 1}"
-        raise ModelError(
-            f"non-finite representation (NaN or inf) for {who}: check the model and adapter "
-            "weights, or use --dtype fp32"
-        )

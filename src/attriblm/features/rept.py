@@ -7,7 +7,7 @@ state of layer ``ℓ``. The feature (docs/METHODS.md, "rept") is::
     r_i = [ h_ℓ[p_i] ; ∂L_i/∂h_ℓ[p_i] ]        shape [2·hidden]
 
 with ``L_i`` the token-mean cross-entropy over the response tokens (and the final EOS):
-:func:`attriblm.train.loss.per_example_loss` under the ``response`` loss mask, whatever mask the
+:func:`attriblm.models.loss.per_example_loss` under the ``response`` loss mask, whatever mask the
 fine-tune used. Because ``h_ℓ[p_i]`` depends only on positions ``≤ p_i`` (causal attention) it
 is the same vector a forward pass over the prompt alone gives.
 
@@ -31,7 +31,8 @@ import torch
 
 from attriblm.data.tokenize import EncodedExample, collate
 from attriblm.errors import ConfigError, DataError, ModelError
-from attriblm.train.loss import IGNORE_INDEX, model_per_example_loss
+from attriblm.features.finite import check_finite_rows
+from attriblm.models.loss import IGNORE_INDEX, model_per_example_loss
 
 
 def n_layers(model: torch.nn.Module) -> int:
@@ -144,20 +145,11 @@ def rept_features(
                 at = torch.tensor(positions[start:stop], device=device)
                 for layer, h, g in zip(layers, hidden, grads, strict=True):
                     feature = torch.cat([h[rows, at].detach().float(), g[rows, at].float()], dim=1)
-                    _check_finite(feature.cpu(), layer, start, names)
+                    check_finite_rows(
+                        feature.cpu(), start, names, "RepT feature", f" at layer {layer}"
+                    )
                     chunks[layer].append(feature.cpu())
                 captured.clear()
     finally:
         model.train(was_training)
     return {layer: torch.cat(parts) for layer, parts in chunks.items()}
-
-
-def _check_finite(block: torch.Tensor, layer: int, start: int, names: Sequence[str]) -> None:
-    bad = (~torch.isfinite(block)).any(dim=1).nonzero().flatten()
-    if len(bad):
-        index = start + int(bad[0])
-        who = names[index] if index < len(names) else f"example {index + 1}"
-        raise ModelError(
-            f"non-finite RepT feature (NaN or inf) for {who} at layer {layer}: check the model "
-            "and adapter weights, or use --dtype fp32"
-        )

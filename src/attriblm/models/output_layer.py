@@ -12,7 +12,7 @@ come back as ``[1, n_tok, vocab]`` and whatever the model's own forward does aft
 
 :func:`can_select_positions` says when this is safe: the layer must exist and hold no trainable
 parameter (a LoRA on the output layer needs per-row tokens for per-example gradients).
-:func:`attriblm.train.loss.model_per_example_loss` also checks the result numerically once per
+:func:`attriblm.models.loss.model_per_example_loss` also checks the result numerically once per
 model and falls back to full logits where it differs.
 """
 

@@ -8,8 +8,8 @@ import torch
 from attriblm.data.schema import Example
 from attriblm.data.tokenize import collate, encode_examples
 from attriblm.models.lora import LoraSettings, add_lora, lora_linears
+from attriblm.models.loss import model_per_example_loss, per_example_loss
 from attriblm.models.tiny import build_tiny_model
-from attriblm.train.loss import model_per_example_loss, per_example_loss
 
 EXAMPLES = [
     Example("Say hi.", "hi", "a"),
@@ -158,3 +158,13 @@ def test_paper_batch_loss_is_the_models_own_loss_on_left_pads():
         ]
     torch.testing.assert_close(ours.mean(), hf, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours, torch.stack(rows), rtol=1e-5, atol=1e-6)
+
+
+def test_train_loss_re_exports_the_models_objective():
+    """Training code imports the objective from attriblm.train.loss: the same functions."""
+    from attriblm.models import loss as models_loss
+    from attriblm.train import loss as train_loss
+
+    assert train_loss.per_example_loss is models_loss.per_example_loss
+    assert train_loss.model_per_example_loss is models_loss.model_per_example_loss
+    assert train_loss.IGNORE_INDEX == models_loss.IGNORE_INDEX == -100
