@@ -91,6 +91,10 @@ def test_run_json_and_config_record_the_run(tiny_run):
     assert config["out"] == str(run.out_dir) and config["loss_mask"] == "response"
     assert config["train"].endswith("grammars_small:train")
     assert config["adapter"] is not None
+    resolved = config["resolved"]  # the whole settings, read back as they were
+    assert resolved["settings"] == AttributeSettings(methods=["all"]).to_dict()
+    assert AttributeSettings.from_dict(resolved["settings"]) == AttributeSettings(methods=["all"])
+    assert resolved["n_train"] == len(tiny_run[1]) and resolved["model"]["spec"] == "tiny"
 
 
 def test_jsonl_input_gives_the_same_scores(tiny_run, samples_dir, tiny_adapter, tmp_path):
