@@ -132,6 +132,9 @@ def test_bench_json_records_the_data_and_its_subsampling(study_bench):
     grid = read_json(out / "bench.json")["grid"]
     assert grid["preset"] == "study-cpu" and grid["data_dir"] == str(data.resolve())
     assert grid["tasks"] == ["harmful-s", "grammars"]
+    missing = {t: f for f, t in grid["study_folders_missing"].items()}
+    assert list(missing) == [t for t in ALL_TASKS if t not in grid["tasks"]]
+    assert missing["harmful-m"] == "mixedM" and missing["backdoor-5"] == "multibackdoor5"
     harmful = grid["data"]["harmful-s"]
     assert harmful["source"] == "study" and harmful["folder"] == str((data / "mixedS").resolve())
     assert harmful["published_rows"] == {"train": 8, "test": 3}

@@ -79,6 +79,8 @@ def test_bench_markdown_has_command_time_table_and_findings(bench_dir):
     grid = read_json(bench_dir / "bench.json")["grid"]
     assert f"attriblm bench --preset {grid['preset']} --model tiny" in text
     assert "--out bench-out" in text
+    # not all tasks and methods: the command names them, as given to bench
+    assert "--tasks grammars,harmful-s --methods gradsim,repsim,lissa-paper,exact" in text
     assert "### loss mask: response" in text and "![results](img/results.png)" in text
     assert "Paper-style LiSSA ranks like gradient similarity" in text
     assert (

@@ -292,8 +292,9 @@ def run_bench(
     ``task_sizes`` overrides a task's preset sizes (e.g. ``{"grammars": {"n_train_per_class":
     2}}``; study data: :mod:`attriblm.data.study`). Returns the rows of ``results.csv`` (one per
     task × loss mask × method). ``OUT/bench.json`` records the grid's settings, each task's data
-    (source, digest, rows per label) and, per invocation, the wall time and how many fine-tunes
-    and runs were computed (not cached).
+    (source, digest, rows per label), with ``data_dir`` the requested tasks whose folder is absent
+    (``study_folders_missing``: folder → task) and, per invocation, the wall time and how many
+    fine-tunes and runs were computed (not cached).
     """
     preset = resolve_preset(preset, data_dir)
     _check(tasks, loss_masks)
@@ -342,6 +343,9 @@ def run_bench(
         "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         "data": {task: task_data.record for task, task_data in data.items()},
     }
+    if data_dir is not None:  # requested tasks whose study folder is absent: folder -> task
+        missing = study.find_study_folders(data_dir, list(tasks)).missing
+        grid["study_folders_missing"] = {study.TASK_FOLDERS[t]: t for t in missing}
     _record_invocation(out_dir, grid, time.perf_counter() - started, computed)
     return rows
 

@@ -211,10 +211,20 @@ def _verdict(verdict: str) -> str:
     return "not measured" if verdict == "not measured" else f"**{verdict}**"
 
 
-def _command(grid: dict, out_dir: str) -> str:
+def _command(grid: dict, out_dir: str, data_dir_shown: str | None = None) -> str:
+    """The ``attriblm bench`` command of ``grid`` (bench.json); ``--tasks`` / ``--methods`` only
+    where the grid is not all of them. ``data_dir_shown`` replaces the recorded absolute path."""
+    from attriblm.methods.registry import expand_method_names
+    from attriblm.pipeline.bench import ALL_TASKS
+
     parts = ["attriblm bench", f"--preset {grid['preset']}", f"--model {grid['model']}"]
     if grid.get("data_dir"):
-        parts.append(f"--data-dir {grid['data_dir']}")
+        parts.append(f"--data-dir {data_dir_shown or grid['data_dir']}")
+    requested = list(grid["tasks"]) + list(grid.get("study_folders_missing", {}).values())
+    if sorted(requested) != sorted(ALL_TASKS):
+        parts.append(f"--tasks {','.join(requested)}")
+    if list(grid["methods"]) != expand_method_names(["all"]):
+        parts.append(f"--methods {','.join(grid['methods'])}")
     parts.append(f"--loss-masks {','.join(grid['loss_masks'])}")
     parts.append(f"--seed {grid['seed']} --out {out_dir}")
     return " ".join(parts)
@@ -330,11 +340,36 @@ def findings_markdown(items: list[dict]) -> str:
     return "\n".join(_LINES[item["finding"]](item) for item in items)
 
 
-def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None) -> str:
+FINDINGS_TITLE = "The study's findings, checked on this run"
+
+
+def bench_markdown(
+    out_dir: Path | str,
+    shown_dir: str,
+    image: str | None = None,
+    *,
+    data_dir_shown: str | None = None,
+    findings_title: str = FINDINGS_TITLE,
+) -> str:
     """The benchmark section of ``docs/RESULTS.md``: command, compute time, tables, findings.
 
-    ``shown_dir`` is the output directory as printed in the command; ``image`` a relative path
-    to a copy of ``results.png``.
+    :func:`bench_run_markdown` then :func:`bench_tables_markdown` (a document can put its own
+    lines between the two).
+    """
+    return (
+        bench_run_markdown(out_dir, shown_dir, data_dir_shown=data_dir_shown)
+        + "\n"
+        + bench_tables_markdown(out_dir, image, findings_title=findings_title)
+    )
+
+
+def bench_run_markdown(
+    out_dir: Path | str, shown_dir: str, *, data_dir_shown: str | None = None
+) -> str:
+    """The command, grid size and compute time of a bench, from its ``bench.json`` and runs.
+
+    ``shown_dir`` is the output directory as printed in the command, ``data_dir_shown`` the
+    ``--data-dir`` (a study-data bench; default: the absolute path bench.json records).
     """
     out_dir = Path(out_dir)
     bench = read_json(out_dir / "bench.json")
@@ -343,7 +378,7 @@ def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None
     history = bench["history"]
     lines = [
         "```",
-        _command(grid, shown_dir),
+        _command(grid, shown_dir, data_dir_shown),
         "```",
         "",
         f"Grid: {len(grid['tasks'])} tasks × {len(grid['methods'])} methods × "
@@ -360,11 +395,23 @@ def bench_markdown(out_dir: Path | str, shown_dir: str, image: str | None = None
             f"{run['computed']['finetunes']} fine-tunes and {run['computed']['runs']} "
             f"attribution runs (the rest from the cache)."
         )
-    lines += ["", (out_dir / "results.md").read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def bench_tables_markdown(
+    out_dir: Path | str, image: str | None = None, *, findings_title: str = FINDINGS_TITLE
+) -> str:
+    """The tables of ``results.md`` and the study's findings checked on them.
+
+    ``image`` is a relative path to a copy of ``results.png``; ``findings_title`` the heading of
+    the findings (a document with two grids names each).
+    """
+    out_dir = Path(out_dir)
+    lines = [(out_dir / "results.md").read_text(encoding="utf-8").strip(), ""]
     if image:
         lines += [f"![results]({image})", ""]
     lines += [
-        "### The study's findings, checked on this run",
+        f"### {findings_title}",
         "",
         "The comparative findings are decided on Cover and AUPRC, each with a 95% bootstrap "
         "interval over queries. Acc is shown beside them but not used: it asks only whether the "
