@@ -126,9 +126,11 @@ def test_run_keys_ignore_store_location_and_neutral_storage_defaults():
     key = run_key_settings(plain)
     # the keys of the settings that existed before the feature store: caches stay valid
     assert set(key) == set(asdict(plain)) - {
-        "store", "keep_store", "store_dtype", "proj_dim", "proj_kind", "proj_seed"
+        "store", "keep_store", "store_dtype", "proj_dim", "proj_kind", "proj_seed", "options"
     }  # fmt: skip
     moved = AttributeSettings(methods=["gradsim"], store="/x", keep_store=True)
     assert run_key_settings(moved) == key
     assert run_key_settings(AttributeSettings(methods=["gradsim"], store_dtype="bf16")) != key
     assert run_key_settings(AttributeSettings(methods=["gradsim"], proj_dim=64)) != key
+    lissa = AttributeSettings(methods=["lissa"], options={"lissa": {"max_iter": 10}})
+    assert "options" in run_key_settings(lissa)

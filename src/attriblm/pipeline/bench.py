@@ -156,6 +156,7 @@ _NEUTRAL_DEFAULTS = {
     "proj_dim": None,
     "proj_kind": "gaussian",
     "proj_seed": 0,
+    "options": {},  # no method options: each method's defaults
 }
 
 
