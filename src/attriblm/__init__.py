@@ -25,7 +25,7 @@ _EXPORTS = {
     "evaluate": "attriblm.api",
     "available_methods": "attriblm.methods.registry",
     "TrainSettings": "attriblm.train.finetune",
-    "AttributeSettings": "attriblm.pipeline.attribute",
+    "AttributeSettings": "attriblm.pipeline.settings",
     "Example": "attriblm.data.schema",
 }
 __all__ = ["__version__", *_EXPORTS]
