@@ -14,7 +14,7 @@ Stable hooks (for tests and for readers of the HTML):
 * A ``trace`` run (with ``generations.jsonl``) also has ``section#generations``: one
   ``details.generation`` per traced prompt (``id="generation-N"``, N 1-based, in prompt order)
   with ``data-kept="true|false"`` and, when kept, ``data-query`` (0-based query row) and the
-  same ``ol.topk[data-method=NAME]`` lists as its query; ``.prompt``, ``.generation`` and
+  same ``ol.topk[data-method=NAME]`` lists as its query; ``.prompt``, ``.answer`` and
   ``.verdict`` hold the prompt, the model's answer and the detector's verdict.
 * Bench pages: ``table#results`` (results.csv) and one ``section.bench-run`` per task × loss mask;
   ids inside it are prefixed with ``<task>-<mask>-``.
@@ -296,7 +296,9 @@ def _verdict(kept: bool, detect: Any) -> str:
     return f'<span class="verdict dropped">– not kept by the detector{_e(spec)}</span>'
 
 
-def _generation_item(run: RunData, row: dict[str, Any], number: int, k: int, prefix: str) -> str:
+def _generation_item(
+    run: RunData, row: dict[str, Any], number: int, k: int, prefix: str, open_: bool
+) -> str:
     kept = bool(row.get("kept"))
     query = row.get("query") if kept else None
     prompt, generation = str(row.get("prompt", "")), str(row.get("generation", ""))
@@ -304,7 +306,7 @@ def _generation_item(run: RunData, row: dict[str, Any], number: int, k: int, pre
     body = (
         '<div class="example">'
         f'<div><b>prompt</b> <span class="field prompt">{_e(prompt)}</span></div>'
-        f'<div><b>generation</b> <span class="field generation">{_e(generation)}</span></div>'
+        f'<div><b>generation</b> <span class="field answer">{_e(generation)}</span></div>'
         f"<div><b>detector</b> {_verdict(kept, run.trace.get('detect'))}</div></div>"
     )
     if query is not None:
@@ -317,7 +319,8 @@ def _generation_item(run: RunData, row: dict[str, Any], number: int, k: int, pre
     cls = "kept" if kept else "dropped"
     return (
         f'<details class="generation {cls}" id="{_e(prefix)}generation-{number}" '
-        f'data-index="{_e(row.get("index", number - 1))}" data-kept="{str(kept).lower()}"{attrs}>'
+        f'data-index="{_e(row.get("index", number - 1))}" data-kept="{str(kept).lower()}"{attrs}'
+        f"{' open' if open_ else ''}>"
         f"<summary><b>prompt {number}</b> · {_verdict(kept, None)} · {_e(_snippet(prompt, 60))}"
         f" → {_e(_snippet(generation, 60))}</summary>{body}</details>"
     )
@@ -337,13 +340,17 @@ def generations_section(
     rule = f" ({trace['detector_rule']})" if trace.get("detector_rule") else ""
     decoding = f"; decoding: {trace['decoding']}" if trace.get("decoding") else ""
     note = (
-        f"`attriblm trace` generated an answer to each of {len(rows)} prompts; the detector "
+        f"attriblm trace generated an answer to each of {len(rows)} prompts; the detector "
         f"--detect {trace.get('detect', '?')}{rule} kept {n_kept}, and each kept (prompt, "
         f"generation) pair was attributed as a query{decoding}. Showing "
         + (f"all {len(rows)} prompts" if n_show == len(rows) else f"the first {n_show}")
         + f"; top-{k} training rows per method, ranked as in the queries below."
     )
-    items = "".join(_generation_item(run, rows[i], i + 1, k, prefix) for i in range(n_show))
+    first_kept = next((i for i, r in enumerate(rows) if r.get("kept")), None)
+    items = "".join(
+        _generation_item(run, rows[i], i + 1, k, prefix, open_=i == first_kept)
+        for i in range(n_show)
+    )
     return (
         f'<section id="{prefix}generations" class="generations"><h2>Generations</h2>'
         f'<p class="note">{_e(note)}</p>{items}</section>'
