@@ -39,6 +39,12 @@ ROLES = ("train", "queries")
 GENERATIONS_FILE = "generations.jsonl"
 
 
+def method_file(method: str) -> str:
+    """The file name of a method's tensors in ``scores/`` and ``factors/``: ``<method>.safetensors``
+    (also inside a ``--factors DIR`` copied from a run's ``factors/``)."""
+    return f"{method}.safetensors"
+
+
 def read_score_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """Tensor ``scores`` of a score file, checked to be finite and of ``shape`` ``[n_query,
     n_train]`` (float32 as stored); DataError naming the file otherwise."""
@@ -148,7 +154,7 @@ class RunDir:
 
     def scores_file(self, method: str) -> Path:
         """``scores/<method>.safetensors`` (tensor ``scores`` ``[n_query, n_train]``)."""
-        return self.scores_dir / f"{method}.safetensors"
+        return self.scores_dir / method_file(method)
 
     @property
     def factors_dir(self) -> Path:
@@ -156,7 +162,7 @@ class RunDir:
 
     def factors_file(self, method: str) -> Path:
         """``factors/<method>.safetensors`` (a K-FAC / EK-FAC method's fitted factors)."""
-        return self.factors_dir / f"{method}.safetensors"
+        return self.factors_dir / method_file(method)
 
     @property
     def topk(self) -> Path:

@@ -79,7 +79,7 @@ from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.outputs import RUN, check_output_dir, check_store_dir, output_lock
 from attriblm.progress import StageProgress
-from attriblm.rundir import RunDir
+from attriblm.rundir import RunDir, method_file
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 from attriblm.train.optimizer_state import AdamMoments, moments_of
 
@@ -535,7 +535,7 @@ def resolve_checkpoints(loaded: LoadedModel, settings: AttributeSettings) -> lis
 def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     options: dict = {"damping": Damping(settings.damping_mode, settings.damping)}
     if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
-        options["factors"] = str(Path(settings.factors) / f"{name}.safetensors")
+        options["factors"] = str(Path(settings.factors) / method_file(name))
     return create_method(name, **options)
 
 
