@@ -29,6 +29,7 @@ from attriblm.data.study import STUDY_FOLDERS
 from attriblm.io import read_json, write_text
 from attriblm.models.lora import LoraSettings
 from attriblm.pipeline.bench import RECIPES
+from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.pipeline.bench_summary import (
     bench_markdown,
     bench_run_markdown,
@@ -176,7 +177,7 @@ def _folders_markdown(grid: dict) -> str:
 
 def _study_section(study: Path, shown: str, data_shown: str, image_dir: Path) -> str:
     shutil.copyfile(study / "results.png", image_dir / "bench-study.png")
-    grid = read_json(study / "bench.json")["grid"]
+    grid = read_json(BenchDir(study).bench_json)["grid"]
     preset = grid["preset"]
     text = STUDY_HEADER.format(
         preset=preset,
@@ -294,7 +295,7 @@ def main() -> None:
     )
     if args.bench is not None:
         shutil.copyfile(args.bench / "results.png", image_dir / "bench-quick.png")
-        preset = read_json(args.bench / "bench.json")["grid"]["preset"]
+        preset = read_json(BenchDir(args.bench).bench_json)["grid"]["preset"]
         text += BUILDER_HEADER.format(quick=_recipe(preset), paper=_recipe("paper"))
         text += bench_markdown(args.bench, args.shown_dir, image="img/bench-quick.png")
     if args.study_bench is not None:

@@ -419,9 +419,10 @@ def trace(
     from attriblm.models.loading import load_model
     from attriblm.pipeline.attribute import AttributeSettings, check_store_options, claim_outputs
     from attriblm.pipeline.detect import parse_detector
-    from attriblm.pipeline.trace import GENERATIONS_FILE, TraceSettings
+    from attriblm.pipeline.trace import TraceSettings
     from attriblm.pipeline.trace import trace as run_trace
     from attriblm.progress import stage_progress
+    from attriblm.rundir import GENERATIONS_FILE
 
     settings = AttributeSettings(
         methods=expand_method_names(method),
@@ -640,6 +641,7 @@ def bench(
     """The study's grid: fine-tune, attribute and evaluate every task × method × loss mask."""
     ctx.with_resource(claimed_output(out, BENCH))
     from attriblm.pipeline.bench import ALL_TASKS, run_bench
+    from attriblm.pipeline.bench_layout import BenchDir
     from attriblm.progress import stage_progress
 
     def split(value: str) -> list[str]:
@@ -660,7 +662,7 @@ def bench(
             log=lambda line: console.print(line, markup=False, soft_wrap=True),
         )
     write_command_config(out, ctx)
-    console.print((out / "results.md").read_text(encoding="utf-8"), markup=False)
+    console.print(BenchDir(out).results_md.read_text(encoding="utf-8"), markup=False)
 
 
 # Commands defined in their own modules ---------------------------------------------------------

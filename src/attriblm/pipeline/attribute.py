@@ -70,7 +70,7 @@ from attriblm.features.store import (
     settings_key,
     tensors_digest,
 )
-from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
+from attriblm.io import staged_directory
 from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
@@ -79,6 +79,7 @@ from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.outputs import RUN, check_output_dir, check_store_dir, output_lock
 from attriblm.progress import StageProgress
+from attriblm.rundir import RunDir, method_file
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 from attriblm.train.optimizer_state import AdamMoments, moments_of
 
@@ -534,7 +535,7 @@ def resolve_checkpoints(loaded: LoadedModel, settings: AttributeSettings) -> lis
 def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     options: dict = {"damping": Damping(settings.damping_mode, settings.damping)}
     if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
-        options["factors"] = str(Path(settings.factors) / f"{name}.safetensors")
+        options["factors"] = str(Path(settings.factors) / method_file(name))
     return create_method(name, **options)
 
 
@@ -788,23 +789,22 @@ def _attribute(
             "distributed": {"world_size": dist.world_size, "backend_device": str(dist.device)},
         }
         with staged_directory(out_dir) as staging:
-            (staging / "scores").mkdir()
-            (staging / "data").mkdir()
+            run_dir = RunDir(staging).create()
             for name, matrix in scores.items():
-                save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+                run_dir.write_scores(name, matrix)
             for name, method in methods.items():
                 if getattr(method, "fitted", None) is not None:
-                    method.save_factors(staging / "factors" / f"{name}.safetensors")
+                    method.save_factors(run_dir.factors_file(name))
             topk = [
                 row
                 for name in names
                 for row in _topk_rows(name, scores[name], train, settings.topk)
             ]
-            write_jsonl(staging / "topk.jsonl", topk)
-            write_jsonl(staging / "data" / "train.jsonl", _example_rows(train))
-            write_jsonl(staging / "data" / "queries.jsonl", _example_rows(queries))
+            run_dir.write_topk(topk)
+            run_dir.write_data("train", _example_rows(train))
+            run_dir.write_data("queries", _example_rows(queries))
             info["timings_seconds"]["total"] = time.perf_counter() - total_start
-            write_json(staging / "run.json", info)
+            info = run_dir.write_info(info)
             config = {
                 "model": loaded.identity.get("spec"),
                 "adapter": loaded.identity.get("adapter"),
@@ -816,7 +816,7 @@ def _attribute(
                 "method": names,
                 RESOLVED_KEY: {"model": dict(loaded.identity), "n_train": len(train)},
             }
-            write_yaml(staging / "config.yaml", config)
+            run_dir.write_config(config)
             if finalize is not None:
                 finalize(staging)
         run = AttributionRun(out_dir=out_dir, scores=scores, info=info)
