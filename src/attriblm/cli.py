@@ -34,6 +34,7 @@ from attriblm.cli_options import (
     QuietOpt,
     TargetLabelOpt,
     attribute_settings,
+    format_scalar,
     load_data,
     load_model_from,
     recorded,
@@ -440,8 +441,8 @@ def methods(config: ConfigOpt = None) -> None:
     for name in available_methods():
         cls = get_method_class(name)
         options = ", ".join(
-            f"{key}={'(required)' if default is inspect.Parameter.empty else default!r}"
-            for key, default in accepted_options(name).items()
+            f"{key}={'(required)' if d is inspect.Parameter.empty else format_scalar(d)}"
+            for key, d in accepted_options(name).items()
         )
         table.add_row(name, ", ".join(method_needs(cls)), options or "–", cls.summary)
     console.print(table)

@@ -83,7 +83,7 @@ def parse_scalar(text: str, option: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"{option}: {text!r} is not a YAML scalar") from None
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 wants 1.0e6
+    if isinstance(value, str) and _NUMBER.fullmatch(text.strip()):  # YAML 1.1 wants 1.0e6
         number = float(value)
         is_int = number.is_integer() and "." not in value
         value = int(number) if is_int else number
@@ -124,19 +124,20 @@ def method_options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _merge_option_values(ctx: typer.Context, param: typer.CallbackParam, value):
-    """``--option`` callback: add command-line values to the config file's (the command line
-    wins for the same METHOD.KEY) and check their form before any work."""
+    """``--option`` callback: add command-line values to the config file's, the command line
+    winning for the same METHOD.KEY. Their form is checked later (:func:`attribute_settings`),
+    inside the command, so that a bad value cannot leave an output lock behind."""
     if ctx.resilient_parsing:
         return value
     values = list(value or [])
     source = ctx.get_parameter_source(param.name)
     if source is not None and source.name == "COMMANDLINE":
         values = list((ctx.default_map or {}).get(param.name) or []) + values
-    latest: dict[tuple[str, str], str] = {}
+    latest: dict[str, str] = {}
     for text in values:
-        method, key, _value = parse_method_option(text)
-        latest.pop((method, key), None)
-        latest[(method, key)] = text
+        target = text.partition("=")[0].strip()
+        latest.pop(target, None)  # the last one wins, in its place
+        latest[target] = text
     return list(latest.values())
 
 

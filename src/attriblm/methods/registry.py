@@ -120,8 +120,8 @@ def _expected(value: Any, default: Any) -> str | None:
     """
     if default is None or default is inspect.Parameter.empty:
         return None
-    if isinstance(default, bool) or isinstance(value, bool):
-        fits, kind = isinstance(value, bool) and isinstance(default, bool), "true or false"
+    if isinstance(default, bool):
+        fits, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
         fits = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         kind = "an integer"
@@ -130,7 +130,9 @@ def _expected(value: Any, default: Any) -> str | None:
     elif isinstance(default, str):
         fits, kind = isinstance(value, str), "text"
     else:
-        fits, kind = True, ""
+        return None
+    if isinstance(value, bool) and not isinstance(default, bool):
+        fits = False
     return None if fits else kind
 
 
