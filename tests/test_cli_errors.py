@@ -167,6 +167,9 @@ CASES = [
     ("attribute-store-dtype", ATTR + " --out {w}/new --store-dtype int8", "--store-dtype"),
     ("attribute-template", ATTR + " --out {w}/new --template chatml", "--template"),
     ("attribute-unknown-method", ATTR + " -m nope --out {w}/new", "nope"),
+    ("attribute-option-unknown-key", ATTR + " --out {w}/new --option gradsim.scale=2", "--option"),
+    ("attribute-option-not-run", ATTR + " --out {w}/new --option lissa.tol=0.1", "not being run"),
+    ("attribute-option-malformed", ATTR + " --out {w}/new --option lissa", "METHOD.KEY=VALUE"),
     ("attribute-missing-queries", _with("queries {w}/data", "queries {w}/none"), "none.jsonl"),
     (
         "attribute-surrogate",
@@ -239,6 +242,7 @@ CASES = [
     ("layer-sweep-bad-layer", SWEEP + " --out {w}/new --layers 99", "99"),
     ("ihvp-error-batch-size-0", IHVP + " --out {w}/new --batch-size 0", "--batch-size"),
     ("ihvp-error-out-foreign", IHVP + " --out {w}/foreign", NOT_ATTRIBLMS),
+    ("ihvp-error-option-bad-key", IHVP + " --out {w}/new --option lissa.bogus=1", "lissa.bogus"),
     ("convergence-out-file", CONV + " --finetune {w}/run --out {w}/file", EXISTS),
     ("delta-theta-vary", "analyze delta-theta --model tiny --vary nope --out {w}/new", "nope"),
     ("delta-theta-out-file", "analyze delta-theta --model tiny --out {w}/file", EXISTS),

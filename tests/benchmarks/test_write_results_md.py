@@ -77,6 +77,7 @@ def test_regeneration_command_names_both_benches(both):
         "The study's grid on the default model",
         "The study's grid on its own data",
         "Builders vs study data",
+        "Not regenerated with this version",
     ]
     assert (docs / "img" / "bench-quick.png").stat().st_size > 10_000
     assert (docs / "img" / "bench-study.png").stat().st_size > 10_000

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,7 +74,12 @@ from attriblm.features.store import (
 from attriblm.io import staged_directory
 from attriblm.methods.base import AttributionMethod, FeatureSet, method_needs
 from attriblm.methods.damping import Damping
-from attriblm.methods.registry import create_method, expand_method_names, get_method_class
+from attriblm.methods.registry import (
+    check_method_options,
+    create_method,
+    expand_method_names,
+    get_method_class,
+)
 from attriblm.methods.streaming import STREAMABLE, streamed_output
 from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
@@ -94,7 +100,8 @@ class AttributeSettings:
     ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project each gradient block wider than
     ``proj_dim`` (:mod:`attriblm.features.projection`); LESS features are projected the same
     way, with ``proj_dim`` defaulting to 8192 for them. ``rept_layer``: RepT's layer, 1-based,
-    ``-1`` = the last.
+    ``-1`` = the last. ``options``: each method's own constructor options, ``{method: {key:
+    value}}`` (``--option METHOD.KEY=VALUE``; :func:`attriblm.methods.registry.accepted_options`).
     """
 
     methods: list[str] = field(default_factory=lambda: ["all"])
@@ -116,6 +123,7 @@ class AttributeSettings:
     proj_dim: int | None = None
     proj_kind: str = "gaussian"
     proj_seed: int = 0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -140,6 +148,7 @@ class AttributeSettings:
         check.one_of("proj_kind", self.proj_kind, PROJECTION_KINDS)  # even without --proj-dim
         check.integer("proj_seed", self.proj_seed)
         check_store_options(self)
+        check_method_options(self.options, self.methods)
 
     def projection(self) -> Projection | None:
         """The random projection of gradient blocks (``proj_dim`` set), else ``None``."""
@@ -536,7 +545,7 @@ def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     options: dict = {"damping": Damping(settings.damping_mode, settings.damping)}
     if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
         options["factors"] = str(Path(settings.factors) / method_file(name))
-    return create_method(name, **options)
+    return create_method(name, **options, **settings.options.get(name, {}))
 
 
 def _feature_info(
@@ -762,6 +771,10 @@ def _attribute(
             timings[f"method:{name}"] = time.perf_counter() - start
             scores[name] = output.scores.float()
             method_info[name] = {"seconds": timings[f"method:{name}"], **output.info}
+            method_info[name]["options"] = {  # the user's, where the method reports fewer
+                **settings.options.get(name, {}),
+                **output.info.get("options", {}),
+            }
             tick(1)
 
         info = {
