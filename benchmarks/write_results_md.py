@@ -28,7 +28,8 @@ from pathlib import Path
 from attriblm.data.study import STUDY_FOLDERS
 from attriblm.io import read_json, write_text
 from attriblm.models.lora import LoraSettings
-from attriblm.pipeline.bench import RECIPES
+from attriblm.pipeline.bench import ALL_TASKS, RECIPES
+from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.pipeline.bench_summary import (
     bench_markdown,
     bench_run_markdown,
@@ -176,7 +177,7 @@ def _folders_markdown(grid: dict) -> str:
 
 def _study_section(study: Path, shown: str, data_shown: str, image_dir: Path) -> str:
     shutil.copyfile(study / "results.png", image_dir / "bench-study.png")
-    grid = read_json(study / "bench.json")["grid"]
+    grid = read_json(BenchDir(study).bench_json)["grid"]
     preset = grid["preset"]
     text = STUDY_HEADER.format(
         preset=preset,
@@ -284,6 +285,11 @@ def main() -> None:
     parser.add_argument("--diagnoses", type=Path, help="benchmarks/run_diagnoses.sh output")
     parser.add_argument("--diagnoses-shown-dir", default="diag")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
+    parser.add_argument(
+        "--earlier",
+        default=EARLIER_RESULTS,
+        help="document holding the figures an earlier version measured (named, not read)",
+    )
     args = parser.parse_args()
     if args.bench is None and args.study_bench is None:
         parser.error("give --bench, --study-bench or both")
@@ -294,7 +300,7 @@ def main() -> None:
     )
     if args.bench is not None:
         shutil.copyfile(args.bench / "results.png", image_dir / "bench-quick.png")
-        preset = read_json(args.bench / "bench.json")["grid"]["preset"]
+        preset = read_json(BenchDir(args.bench).bench_json)["grid"]["preset"]
         text += BUILDER_HEADER.format(quick=_recipe(preset), paper=_recipe("paper"))
         text += bench_markdown(args.bench, args.shown_dir, image="img/bench-quick.png")
     if args.study_bench is not None:
@@ -306,8 +312,46 @@ def main() -> None:
         text += "\n" + _compare_section(args.bench, args.study_bench)
     if args.diagnoses is not None:
         text += "\n" + _diagnoses_section(args.diagnoses, args.diagnoses_shown_dir, image_dir)
+    text += not_regenerated_section(
+        _grid_tasks(args.bench), _grid_tasks(args.study_bench), args.diagnoses is not None,
+        args.earlier,
+    )  # fmt: skip
     write_text(args.out, text)
     print(f"wrote {args.out}")
+
+
+EARLIER_RESULTS = "docs/archive/RESULTS-0.1.md"
+NOT_REGENERATED = """
+## Not regenerated with this version
+
+These parts of the study's evaluation were not measured with this version of attriblm: {parts}.
+Figures an earlier version measured, before the fixes to the `paper` mask, LiSSA's stopping
+rule, TracIn's learning-rate weights and tie-breaking, are in {earlier}; they are superseded, not
+comparable with the tables above.
+"""
+
+
+def _grid_tasks(bench: Path | None) -> list[str]:
+    """The tasks of a bench's grid (bench.json); none without a bench."""
+    if bench is None:
+        return []
+    return list(read_json(BenchDir(bench).bench_json)["grid"]["tasks"])
+
+
+def not_regenerated_section(
+    builder_tasks: list[str], study_tasks: list[str], diagnoses: bool, earlier: str
+) -> str:
+    """A section naming what this document does not measure (empty when it measures it all)."""
+    parts = []
+    for side, tasks in (("the builder grid", builder_tasks), ("the study-data grid", study_tasks)):
+        missing = [t for t in ALL_TASKS if t not in tasks]
+        if missing:
+            parts.append(f"{side} on {', '.join(missing)}")
+    if not diagnoses:
+        parts.append("the diagnoses (`benchmarks/run_diagnoses.sh`)")
+    if not parts:
+        return ""
+    return NOT_REGENERATED.format(parts="; ".join(parts), earlier=earlier)
 
 
 def _regenerate_command(args: argparse.Namespace) -> str:
@@ -324,6 +368,8 @@ def _regenerate_command(args: argparse.Namespace) -> str:
     parts.append(f"--out {args.out}")
     if args.diagnoses is not None:
         parts.append(f"--diagnoses {args.diagnoses_shown_dir}")
+    if args.earlier != EARLIER_RESULTS:
+        parts.append(f"--earlier {args.earlier}")
     return " ".join(parts)
 
 

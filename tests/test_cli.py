@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from attriblm.io import load_tensors, read_json
+from attriblm.rundir import FORMAT_VERSION
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -86,7 +87,9 @@ def test_attribute_all_then_evaluate(cli_adapter, samples_dir, tmp_path):
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    methods = read_json(run / "run.json")["methods"]
+    info = read_json(run / "run.json")
+    assert next(iter(info)) == "format_version" and info["format_version"] == FORMAT_VERSION
+    methods = info["methods"]
     assert len(methods) == 13  # every registered method
     for name in methods:
         assert load_tensors(run / "scores" / f"{name}.safetensors")["scores"].shape == (20, 80)

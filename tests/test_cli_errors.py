@@ -92,8 +92,11 @@ def template(tmp_path_factory) -> Path:
         AttributeSettings(methods=["gradsim", "datainf"]),
         root / "run",
     )
-    for name in ("deleted", "garbage", "shape", "nan", "config"):
+    for name in ("deleted", "garbage", "shape", "nan", "config", "future"):
         shutil.copytree(root / "run", root / f"run-{name}")
+    future = json.loads((root / "run-future" / "run.json").read_text(encoding="utf-8"))
+    future["format_version"] = 99  # written by a newer attriblm
+    (root / "run-future" / "run.json").write_text(json.dumps(future), encoding="utf-8")
     (root / "run-deleted" / "scores" / "datainf.safetensors").unlink()
     (root / "run-garbage" / "scores" / "datainf.safetensors").write_bytes(os.urandom(64))
     shape = np.zeros((len(ROWS) + 1, len(ROWS)), np.float32)
@@ -164,6 +167,9 @@ CASES = [
     ("attribute-store-dtype", ATTR + " --out {w}/new --store-dtype int8", "--store-dtype"),
     ("attribute-template", ATTR + " --out {w}/new --template chatml", "--template"),
     ("attribute-unknown-method", ATTR + " -m nope --out {w}/new", "nope"),
+    ("attribute-option-unknown-key", ATTR + " --out {w}/new --option gradsim.scale=2", "--option"),
+    ("attribute-option-not-run", ATTR + " --out {w}/new --option lissa.tol=0.1", "not being run"),
+    ("attribute-option-malformed", ATTR + " --out {w}/new --option lissa", "METHOD.KEY=VALUE"),
     ("attribute-missing-queries", _with("queries {w}/data", "queries {w}/none"), "none.jsonl"),
     (
         "attribute-surrogate",
@@ -192,6 +198,7 @@ CASES = [
     ("evaluate-not-a-run", "evaluate --run {w}/foreign", "not a run directory"),
     ("evaluate-garbage-config", "evaluate --run {w}/run-config", "config.yaml: not valid YAML"),
     ("evaluate-k-0", "evaluate --run {w}/run --k 0", "--k"),
+    ("evaluate-newer-format", "evaluate --run {w}/run-future", "format_version 99 is newer"),
     # build
     ("build-unknown-task", "build nope --out {w}/new", "nope"),
     ("build-unknown-preset", "build grammars --preset huge --out {w}/new", "huge"),
@@ -218,11 +225,13 @@ CASES = [
     ("report-out-is-a-directory", "report {w}/run --out {w}/foreign", "is a directory"),
     ("report-garbage-score-file", "report {w}/run-garbage --out {w}/r.html", "cannot read"),
     ("report-deleted-score-file", "report {w}/run-deleted --out {w}/r.html", "missing"),
+    ("report-newer-format", "report {w}/run-future --out {w}/r.html", "run.json: format_version"),
     # inspect
     ("inspect-query-0", "inspect {w}/run --query 0", "--query"),
     ("inspect-unknown-method", "inspect {w}/run --method lissa", "lissa"),
     ("inspect-nan-scores", "inspect {w}/run-nan", "NaN"),
     ("inspect-not-a-run", "inspect {w}/foreign", "not an attriblm run"),
+    ("inspect-newer-format", "inspect {w}/run-future", "format_version 99 is newer"),
     # analyze
     ("theorem1-dims", "analyze theorem1 --dims abc --out {w}/new", "--dims"),
     ("theorem1-out-file", "analyze theorem1 --out {w}/file", EXISTS),
@@ -233,6 +242,7 @@ CASES = [
     ("layer-sweep-bad-layer", SWEEP + " --out {w}/new --layers 99", "99"),
     ("ihvp-error-batch-size-0", IHVP + " --out {w}/new --batch-size 0", "--batch-size"),
     ("ihvp-error-out-foreign", IHVP + " --out {w}/foreign", NOT_ATTRIBLMS),
+    ("ihvp-error-option-bad-key", IHVP + " --out {w}/new --option lissa.bogus=1", "lissa.bogus"),
     ("convergence-out-file", CONV + " --finetune {w}/run --out {w}/file", EXISTS),
     ("delta-theta-vary", "analyze delta-theta --model tiny --vary nope --out {w}/new", "nope"),
     ("delta-theta-out-file", "analyze delta-theta --model tiny --out {w}/file", EXISTS),

@@ -10,6 +10,7 @@ one line with a hint to rerun with ``--debug`` and exit code 1. ``--debug`` (or
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 import traceback
@@ -22,26 +23,22 @@ from rich.console import Console
 from rich.table import Table
 
 from attriblm.cli_options import (
-    AdapterOpt,
-    BatchOpt,
+    ATTRIBUTION,
+    FIELDS,
+    INPUT,
+    MODEL,
+    QUERIES,
+    TRAIN,
     ConfigOpt,
-    DampingModeOpt,
-    DampingOpt,
-    DeviceOpt,
-    DtypeOpt,
-    LabelFieldOpt,
-    LossMaskOpt,
-    MaxLenOpt,
     ModelOpt,
-    PromptFieldOpt,
-    QueryDataOpt,
     QuietOpt,
-    ReptLayerOpt,
-    ResponseFieldOpt,
     TargetLabelOpt,
-    TemplateOpt,
-    TrainDataOpt,
+    attribute_settings,
+    format_scalar,
+    load_data,
+    load_model_from,
     recorded,
+    with_options,
     write_command_config,
 )
 from attriblm.errors import AttriblmError, ConfigError
@@ -134,25 +131,21 @@ def _join_torchrun(device: str):
     return dist
 
 
-def _fields(prompt_field: str, response_field: str, label_field: str):
-    from attriblm.data.schema import FieldMap
-
-    return FieldMap(prompt=prompt_field, response=response_field, label=label_field)
+MethodsOpt = Annotated[
+    list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
+]
+RunOutOpt = Annotated[Path, typer.Option(help="Run directory to write.")]
 
 
 @app.command()
+@with_options(MODEL, TRAIN, INPUT, FIELDS, exclude=("adapter", "batch_size"))
 def finetune(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    train: TrainDataOpt = ...,
     out: Annotated[Path, typer.Option(help="Output directory (adapters per epoch, log).")] = ...,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (linear decay).")] = 5e-5,
     batch_size: Annotated[int, typer.Option(help="Examples per optimiser step.")] = 24,
-    max_length: MaxLenOpt = 128,
     seed: Annotated[int, typer.Option(help="Seed for LoRA init and shuffling.")] = 42,
-    loss_mask: LossMaskOpt = "response",
-    template: TemplateOpt = "llama2",
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.1,
@@ -161,32 +154,26 @@ def finetune(
     lora_targets: Annotated[str, typer.Option(help="Comma-separated target modules.")] = (
         "q_proj,v_proj"
     ),
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a LoRA adapter (the study's recipe by default); saves an adapter per epoch."""
     ctx.with_resource(claimed_output(out, FINETUNE, lock=_single_process()))
-    from attriblm.data.loaders import load_examples
-    from attriblm.models.loading import load_model
     from attriblm.models.lora import LoraSettings
     from attriblm.progress import stage_progress, step_callback
     from attriblm.train.finetune import TrainSettings
     from attriblm.train.finetune import finetune as run_finetune
 
-    examples = load_examples(train, _fields(prompt_field, response_field, label_field))
+    p = ctx.params
+    (examples,) = load_data(p, "train")
     settings = TrainSettings(
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
-        max_length=max_length,
+        max_length=p["max_length"],
         seed=seed,
-        loss_mask=loss_mask,
-        template=template,
+        loss_mask=p["loss_mask"],
+        template=p["template"],
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
         lora=LoraSettings(
@@ -197,15 +184,15 @@ def finetune(
         ),
     )
     settings.validate()  # before loading anything (finetune() checks again)
-    dist = _join_torchrun(device)
-    loaded = load_model(model, device=device, dtype=dtype)
+    dist = _join_torchrun(p["device"])
+    loaded = load_model_from(p)
     with stage_progress(not quiet and dist.is_main) as progress:
         result = run_finetune(
             loaded,
             examples,
             settings,
             out,
-            data_source=train,
+            data_source=p["train"],
             progress=step_callback(progress, "fine-tuning"),
             command_options=recorded(ctx),
         )
@@ -218,110 +205,32 @@ def finetune(
 
 
 @app.command()
+@with_options(MODEL, TRAIN, QUERIES, ATTRIBUTION, FIELDS)
 def attribute(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    adapter: AdapterOpt = None,
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
-    method: Annotated[
-        list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
-    ] = ...,
-    out: Annotated[Path, typer.Option(help="Run directory to write.")] = ...,
-    template: TemplateOpt = "llama2",
-    loss_mask: LossMaskOpt = "response",
-    max_length: MaxLenOpt = 128,
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
-    checkpoints: Annotated[
-        Path | None,
-        typer.Option(
-            help="Fine-tune directory (or its checkpoints/) for tracin; default: found beside "
-            "--adapter."
-        ),
-    ] = None,
-    factors: Annotated[
-        Path | None,
-        typer.Option(
-            help="Reuse K-FAC/EK-FAC factors: a directory of <method>.safetensors (RUN/factors)."
-        ),
-    ] = None,
-    repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
-    repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
-    rept_layer: ReptLayerOpt = -1,
-    topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            help="Feature store directory, kept and reused by runs with the same settings. "
-            "Default: OUT.store, resumed after a kill, removed after success."
-        ),
-    ] = None,
-    keep_store: Annotated[bool, typer.Option(help="Keep the default OUT.store.")] = False,
-    store_dtype: Annotated[
-        str,
-        typer.Option(
-            help="Stored feature dtype: fp32 (exact) | bf16 | fp16 (row-scaled); "
-            "bf16 and fp16 halve the disk."
-        ),
-    ] = "fp32",
-    proj_dim: Annotated[
-        int | None,
-        typer.Option(
-            help="Randomly project gradient blocks wider than this (not kfac/ekfac); "
-            "less projects its features so, default 8192."
-        ),
-    ] = None,
-    proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
-    proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
+    method: MethodsOpt = ...,
+    out: RunOutOpt = ...,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Score every query against every training example; writes RUN/scores/<method>.safetensors."""
-    from attriblm.data.loaders import load_examples
+    """Score every query against every training example; writes RUN/scores/<method>.safetensors.
+
+    --option METHOD.KEY=VALUE passes a method its own options (`attriblm methods` lists them).
+    """
     from attriblm.dist import SINGLE
     from attriblm.methods.registry import expand_method_names
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings, check_store_options, claim_outputs
     from attriblm.pipeline.attribute import attribute as run_attribute
+    from attriblm.pipeline.attribute import claim_outputs
     from attriblm.progress import stage_progress
 
-    settings = AttributeSettings(
-        methods=expand_method_names(method),
-        template=template,
-        loss_mask=loss_mask,
-        max_length=max_length,
-        batch_size=batch_size,
-        damping_mode=damping_mode,
-        damping=damping,
-        repsim_layer=repsim_layer,
-        repsim_pooling=repsim_pooling,
-        rept_layer=rept_layer,
-        topk=topk,
-        checkpoints=None if checkpoints is None else str(checkpoints),
-        factors=None if factors is None else str(factors),
-        store=None if store is None else str(store),
-        keep_store=keep_store,
-        store_dtype=store_dtype,
-        proj_dim=proj_dim,
-        proj_kind=proj_kind,
-        proj_seed=proj_seed,
-    )
-    check_store_options(settings)
+    p = ctx.params
+    settings = attribute_settings(p, methods=expand_method_names(method))
     dist_now = SINGLE if _single_process() else None  # torchrun ranks lock after joining
     ctx.with_resource(claim_outputs(out, settings, overwrite=overwrite, dist=dist_now))
-    fields = _fields(prompt_field, response_field, label_field)
-    train_examples = load_examples(train, fields)
-    query_examples = load_examples(queries, fields)
-    dist = _join_torchrun(device)
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    train_examples, query_examples = load_data(p, "train", "queries")
+    dist = _join_torchrun(p["device"])
+    loaded = load_model_from(p)
     with stage_progress(not quiet and dist.is_main) as progress:
         run = run_attribute(
             loaded,
@@ -329,7 +238,7 @@ def attribute(
             query_examples,
             settings,
             out,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
             command_options=recorded(ctx),
             overwrite=overwrite,
@@ -343,11 +252,9 @@ def attribute(
 
 
 @app.command()
+@with_options(MODEL, TRAIN, ATTRIBUTION, FIELDS)
 def trace(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    adapter: AdapterOpt = None,
-    train: TrainDataOpt = ...,
     prompts: Annotated[
         str | None,
         typer.Option(
@@ -358,10 +265,8 @@ def trace(
     prompt: Annotated[
         list[str] | None, typer.Option("--prompt", help="A prompt to answer (repeatable).")
     ] = None,
-    method: Annotated[
-        list[str], typer.Option("--method", "-m", help="Method name (repeatable) or 'all'.")
-    ] = ...,
-    out: Annotated[Path, typer.Option(help="Run directory to write.")] = ...,
+    method: MethodsOpt = ...,
+    out: RunOutOpt = ...,
     detect: Annotated[
         str,
         typer.Option(
@@ -378,73 +283,18 @@ def trace(
     gen_batch_size: Annotated[
         int, typer.Option(help="Prompts per generate call (left-padded).")
     ] = 16,
-    template: TemplateOpt = "llama2",
-    loss_mask: LossMaskOpt = "response",
-    max_length: MaxLenOpt = 128,
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
-    checkpoints: Annotated[
-        Path | None,
-        typer.Option(help="Fine-tune directory for tracin (default: beside --adapter)."),
-    ] = None,
-    factors: Annotated[
-        Path | None, typer.Option(help="Reuse K-FAC/EK-FAC factors (a RUN/factors directory).")
-    ] = None,
-    repsim_layer: Annotated[int, typer.Option(help="-1 = last layer after final norm.")] = -1,
-    repsim_pooling: Annotated[str, typer.Option(help="last | mean token.")] = "last",
-    rept_layer: ReptLayerOpt = -1,
-    topk: Annotated[int, typer.Option(help="Training rows per query in topk.jsonl.")] = 10,
-    store: Annotated[Path | None, typer.Option(help="Feature store directory (kept).")] = None,
-    keep_store: Annotated[bool, typer.Option(help="Keep the default OUT.store.")] = False,
-    store_dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16.")] = "fp32",
-    proj_dim: Annotated[
-        int | None, typer.Option(help="Randomly project gradient blocks wider than this.")
-    ] = None,
-    proj_kind: Annotated[str, typer.Option(help="Projection: gaussian | rademacher.")] = "gaussian",
-    proj_seed: Annotated[int, typer.Option(help="Projection seed (one matrix per block).")] = 0,
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Generate answers, keep those showing a behaviour (--detect), attribute them to train rows."""
-    from attriblm.data.loaders import load_examples
-    from attriblm.data.prompts import load_prompts
     from attriblm.methods.registry import expand_method_names
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings, check_store_options, claim_outputs
+    from attriblm.pipeline.attribute import claim_outputs
     from attriblm.pipeline.detect import parse_detector
-    from attriblm.pipeline.trace import GENERATIONS_FILE, TraceSettings
-    from attriblm.pipeline.trace import trace as run_trace
-    from attriblm.progress import stage_progress
+    from attriblm.pipeline.trace import TraceSettings
 
-    settings = AttributeSettings(
-        methods=expand_method_names(method),
-        template=template,
-        loss_mask=loss_mask,
-        max_length=max_length,
-        batch_size=batch_size,
-        damping_mode=damping_mode,
-        damping=damping,
-        repsim_layer=repsim_layer,
-        repsim_pooling=repsim_pooling,
-        rept_layer=rept_layer,
-        topk=topk,
-        checkpoints=None if checkpoints is None else str(checkpoints),
-        factors=None if factors is None else str(factors),
-        store=None if store is None else str(store),
-        keep_store=keep_store,
-        store_dtype=store_dtype,
-        proj_dim=proj_dim,
-        proj_kind=proj_kind,
-        proj_seed=proj_seed,
-    )
-    check_store_options(settings)
+    p = ctx.params
+    settings = attribute_settings(p, methods=expand_method_names(method))
     ctx.with_resource(claim_outputs(out, settings, overwrite=overwrite))
     parse_detector(detect)
     trace_settings = TraceSettings(
@@ -455,26 +305,42 @@ def trace(
         gen_batch_size=gen_batch_size,
         target_label=target_label,
     )
-    texts = (load_prompts(prompts, prompt_field) if prompts is not None else []) + list(
-        prompt or []
-    )
+    texts = _trace_prompts(prompts, prompt, p["prompt_field"])
+    (train_examples,) = load_data(p, "train")
+    loaded = load_model_from(p)
+    _run_trace(ctx, loaded, train_examples, texts, settings, trace_settings)
+
+
+def _trace_prompts(prompts: str | None, prompt: list[str] | None, field: str) -> list[str]:
+    """``--prompts FILE`` then each ``--prompt``; ConfigError when there are none."""
+    from attriblm.data.prompts import load_prompts
+
+    texts = (load_prompts(prompts, field) if prompts is not None else []) + list(prompt or [])
     if not texts:
         raise ConfigError("trace needs prompts: give --prompts FILE or --prompt TEXT")
-    train_examples = load_examples(train, _fields(prompt_field, response_field, label_field))
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    with stage_progress(not quiet) as progress:
+    return texts
+
+
+def _run_trace(ctx: typer.Context, loaded, train_examples, texts, settings, trace_settings):
+    """Run :func:`attriblm.pipeline.trace.trace` for the ``trace`` command and print its summary."""
+    from attriblm.pipeline.trace import trace as run_trace
+    from attriblm.progress import stage_progress
+    from attriblm.rundir import GENERATIONS_FILE
+
+    p = ctx.params
+    with stage_progress(not p["quiet"]) as progress:
         result = run_trace(
             loaded,
             train_examples,
             texts,
             settings,
             trace_settings,
-            out,
-            sources={"train": train, "prompts": prompts or "--prompt"},
+            p["out"],
+            sources={"train": p["train"], "prompts": p["prompts"] or "--prompt"},
             progress=progress,
             log=console.print,
             command_options=recorded(ctx),
-            overwrite=overwrite,
+            overwrite=p["overwrite"],
         )
     console.print(
         f"wrote {result.out_dir}: {GENERATIONS_FILE} ({len(result.generations)} prompts, "
@@ -482,8 +348,9 @@ def trace(
         f"[{result.n_kept} traces × {len(train_examples)} train]"
     )
     if result.metrics is not None:
-        console.print(metrics_table(result.metrics["methods"], title=f"{out}"))
-        console.print(pooled_table(result.metrics["methods"], target_label))
+        target = trace_settings.target_label
+        console.print(metrics_table(result.metrics["methods"], title=f"{p['out']}"))
+        console.print(pooled_table(result.metrics["methods"], target))
 
 
 @app.command()
@@ -568,12 +435,16 @@ def build(
 def methods(config: ConfigOpt = None) -> None:
     """List the attribution methods."""
     from attriblm.methods.base import method_needs
-    from attriblm.methods.registry import available_methods, get_method_class
+    from attriblm.methods.registry import accepted_options, available_methods, get_method_class
 
-    table = Table("method", "needs", "summary")
+    table = Table("method", "needs", "options (--option)", "summary")
     for name in available_methods():
         cls = get_method_class(name)
-        table.add_row(name, ", ".join(method_needs(cls)), cls.summary)
+        options = ", ".join(
+            f"{key}={'(required)' if d is inspect.Parameter.empty else format_scalar(d)}"
+            for key, d in accepted_options(name).items()
+        )
+        table.add_row(name, ", ".join(method_needs(cls)), options or "–", cls.summary)
     console.print(table)
 
 
@@ -640,6 +511,7 @@ def bench(
     """The study's grid: fine-tune, attribute and evaluate every task × method × loss mask."""
     ctx.with_resource(claimed_output(out, BENCH))
     from attriblm.pipeline.bench import ALL_TASKS, run_bench
+    from attriblm.pipeline.bench_layout import BenchDir
     from attriblm.progress import stage_progress
 
     def split(value: str) -> list[str]:
@@ -660,7 +532,7 @@ def bench(
             log=lambda line: console.print(line, markup=False, soft_wrap=True),
         )
     write_command_config(out, ctx)
-    console.print((out / "results.md").read_text(encoding="utf-8"), markup=False)
+    console.print(BenchDir(out).results_md.read_text(encoding="utf-8"), markup=False)
 
 
 # Commands defined in their own modules ---------------------------------------------------------

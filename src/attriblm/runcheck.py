@@ -4,7 +4,8 @@
 (``methods``) and its sizes (``n_query``, ``n_train``). :func:`check_run` raises a one-line
 :class:`~attriblm.errors.DataError` naming the first problem:
 
-- ``run.json`` missing, unreadable or not a JSON object;
+- ``run.json`` missing, unreadable, not a JSON object or of a newer / unknown
+  ``format_version`` (:mod:`attriblm.rundir`, which owns the layout);
 - ``data/train.jsonl`` / ``data/queries.jsonl`` missing or holding another number of rows
   than ``run.json`` says;
 - a listed method without ``scores/<method>.safetensors`` (a run trimmed to ``topk.jsonl``,
@@ -16,14 +17,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attriblm.errors import AttriblmError, DataError
+from attriblm.errors import DataError
+from attriblm.rundir import RunDir, count_rows, read_score_matrix
+
+__all__ = ["CheckedRun", "check_run", "count_rows", "read_run_info", "read_score_matrix"]
 
 
 @dataclass
@@ -40,56 +43,9 @@ class CheckedRun:
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` as a dict; AttriblmError when it is absent, DataError when unreadable."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise AttriblmError(f"{run_dir}: not a run directory (no run.json); run `attribute` first")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: cannot read JSON ({error})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: not a JSON object")
-    return info
-
-
-def count_rows(path: Path) -> int:
-    """Non-blank lines of a run's ``data/*.jsonl``; DataError when the file is missing."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing; is this an attriblm run directory?")
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return sum(1 for line in handle if line.strip())
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
-
-
-def read_score_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Tensor ``scores`` of a score file, checked to be finite and of ``shape`` ``[n_query,
-    n_train]``; DataError naming the file otherwise."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        matrix = load_file(str(path)).get("scores")
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or (str(error).splitlines() or ["?"])[0]
-        raise DataError(f"{path}: cannot read score file ({reason})") from None
-    if matrix is None or matrix.ndim != 2:
-        raise DataError(f"{path}: no 2-D tensor 'scores' [n_query, n_train]")
-    if tuple(matrix.shape) != tuple(shape):
-        raise DataError(
-            f"{path}: scores are {list(matrix.shape)} but the run has {shape[0]} queries × "
-            f"{shape[1]} train rows"
-        )
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        query, train = (int(i) for i in np.argwhere(bad)[0])
-        raise DataError(
-            f"{path}: {int(bad.sum())} scores are NaN or infinite (first: query row {query + 1}, "
-            f"train row {train + 1})"
-        )
-    return matrix
+    """``run.json`` as a dict (:meth:`attriblm.rundir.RunDir.read_info`: AttriblmError when it
+    is absent, DataError when unreadable or of an unknown format version)."""
+    return RunDir(run_dir).read_info()
 
 
 def _size(info: dict[str, Any], key: str, counted: int, run_json: Path, data: Path) -> int:
@@ -100,37 +56,36 @@ def _size(info: dict[str, Any], key: str, counted: int, run_json: Path, data: Pa
 
 
 def check_run(
-    run_dir: Path | str, *, allow_topk: bool = False, topk_methods: set[str] | None = None
+    run_dir: Path | str | RunDir, *, allow_topk: bool = False, topk_methods: set[str] | None = None
 ) -> CheckedRun:
     """Check ``run_dir`` against its ``run.json`` (module doc) and load its score matrices.
 
     ``allow_topk``: a run without ``scores/`` may have its listed methods in ``topk.jsonl``
     instead (``topk_methods``: the methods that file has rows for).
     """
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    run_json = run_dir / "run.json"
-    train_file = run_dir / "data" / "train.jsonl"
-    query_file = run_dir / "data" / "queries.jsonl"
-    n_train = _size(info, "n_train", count_rows(train_file), run_json, train_file)
-    n_query = _size(info, "n_query", count_rows(query_file), run_json, query_file)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    info = run.read_info()
+    train_file, query_file = run.data_file("train"), run.data_file("queries")
+    n_train = _size(info, "n_train", count_rows(train_file), run.run_json, train_file)
+    n_query = _size(info, "n_query", count_rows(query_file), run.run_json, query_file)
     listed = info.get("methods") or {}
     if not isinstance(listed, dict):
-        raise DataError(f"{run_json}: 'methods' is not a mapping of method name to run info")
-    scores_dir = run_dir / "scores"
-    files = {p.stem: p for p in sorted(scores_dir.glob("*.safetensors"))}
-    trimmed = allow_topk and not scores_dir.is_dir()
+        raise DataError(f"{run.run_json}: 'methods' is not a mapping of method name to run info")
+    files = run.score_files()
+    trimmed = allow_topk and not run.scores_dir.is_dir()
     for name in listed:
         if name in files:
             continue
         if trimmed and name in (topk_methods or set()):
             continue
         raise DataError(
-            f"{scores_dir / f'{name}.safetensors'}: missing, but {run_json} lists method "
+            f"{run.scores_file(name)}: missing, but {run.run_json} lists method "
             f"{name!r}; rerun `attribute` (or remove the run)"
         )
     methods = [m for m in listed if m in files or trimmed] + sorted(set(files) - set(listed))
-    run = CheckedRun(path=run_dir, info=info, n_query=n_query, n_train=n_train, methods=methods)
-    for name, path in files.items():
-        run.scores[name] = read_score_matrix(path, (n_query, n_train))
-    return run
+    checked = CheckedRun(
+        path=run.path, info=info, n_query=n_query, n_train=n_train, methods=methods
+    )
+    for name in files:
+        checked.scores[name] = run.load_scores(name, (n_query, n_train))
+    return checked

@@ -143,3 +143,54 @@ def test_bad_input_exits_2_with_one_line(run_cli, tiny_finetune, tmp_path):
         str(missing),
     )
     assert not (tmp_path / "theorem1.json").exists()
+
+
+STORE_FLAGS = ["--store-dtype", "bf16", "--keep-store"]
+ADAPTER = ["--adapter", "{ft}/adapter"]
+# command, its run function (attriblm.analysis.MODULE.NAME), extra arguments, its --option
+SETTINGS_CASES = [
+    ("ihvp-error", "ihvp_error.run_ihvp_error", ["-m", "lissa", *ADAPTER], "lissa.max_iter=7"),
+    (
+        "convergence",
+        "convergence.run_convergence",
+        ["-m", "lissa", "--finetune", "{ft}"],
+        "lissa.max_iter=7",
+    ),
+    ("subset-retrain", "subset_retrain.run_subset_retrain", ["-m", "lissa"], "lissa.max_iter=7"),
+    ("counterfactual", "counterfactual.run_counterfactual", ["-m", "lissa"], "lissa.max_iter=7"),
+    ("theorem1", "theorem1.run_theorem1", ["--dims", "32", *ADAPTER], "exact.solver=cg"),
+    ("layer-sweep", "layer_sweep.run_layer_sweep", ADAPTER, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "extra", "option"), SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES]
+)
+def test_attribution_flags_reach_the_run_functions_settings(
+    run_cli, tiny_finetune, tmp_path, monkeypatch, command, target, extra, option
+):
+    """Every analyze command that attributes passes attribute's flags in ``settings=``."""
+    from attriblm.errors import ConfigError
+
+    seen = []
+
+    def capture(*_args, settings, **_kwargs):
+        seen.append(settings)
+        raise ConfigError("captured")
+
+    module, name = target.split(".")
+    monkeypatch.setattr(f"attriblm.analysis.{module}.{name}", capture)
+    ft = tiny_finetune
+    args = [command, *_model_args(ft), *(a.format(ft=ft.out_dir) for a in extra)]
+    args += [*STORE_FLAGS, "--store", str(tmp_path / "s")]
+    if option is not None:  # layer-sweep takes no projection and no method options
+        args += ["--proj-dim", "64", "--option", option]
+    assert_one_line_error(run_cli(*args, "--out", str(tmp_path / "out")), "captured")
+    (settings,) = seen
+    assert settings.store == str(tmp_path / "s")
+    assert settings.store_dtype == "bf16" and settings.keep_store is True
+    if option is not None:
+        method, _, key_value = option.partition(".")
+        key, _, value = key_value.partition("=")
+        assert settings.proj_dim == 64
+        assert settings.options == {method: {key: int(value) if value.isdigit() else value}}

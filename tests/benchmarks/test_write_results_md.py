@@ -77,6 +77,7 @@ def test_regeneration_command_names_both_benches(both):
         "The study's grid on the default model",
         "The study's grid on its own data",
         "Builders vs study data",
+        "Not regenerated with this version",
     ]
     assert (docs / "img" / "bench-quick.png").stat().st_size > 10_000
     assert (docs / "img" / "bench-study.png").stat().st_size > 10_000
@@ -164,3 +165,20 @@ def test_medium_mix_and_missing_records_from_bench_json():
     (missing,) = [line for line in text.splitlines() if line.startswith("Folders missing")]
     assert "not recorded by this bench.json" in missing and "`mixedS` (harmful-s)" in missing
     assert "`mixedM`" not in missing and "`mixedL`" not in missing
+
+
+def test_names_what_it_does_not_regenerate(both):
+    """Partial grids and no diagnoses: a section names each missing part and the earlier file."""
+    text, _ = both
+    section = text.split("## Not regenerated with this version", 1)[1]
+    assert "the builder grid on harmful-s, harmful-m, harmful-l, math, emotion" in section
+    assert "the study-data grid on harmful-s" in section
+    assert "the diagnoses" in section
+    assert "docs/archive/RESULTS-0.1.md" in section
+
+
+def test_full_grids_and_diagnoses_need_no_such_section():
+    script = runpy.run_path(str(SCRIPT), run_name="write_results_md")
+    tasks = list(script["ALL_TASKS"])
+    assert script["not_regenerated_section"](tasks, tasks, True, "old.md") == ""
+    assert "the diagnoses" in script["not_regenerated_section"](tasks, tasks, False, "old.md")

@@ -131,3 +131,45 @@ def test_feature_set_n():
     assert FeatureSet(reprs=torch.zeros(3, 2)).n == 3
     assert FeatureSet(rept=torch.zeros(5, 4)).n == 5
     assert FeatureSet(adam_grads={"a": torch.zeros(2, 3)}).n == 2
+
+
+def test_accepted_options_are_the_constructor_keywords_not_set_from_settings():
+    assert registry_module.accepted_options("lissa") == {
+        "tol": 1e-6,
+        "max_iter": 10_000_000,
+        "scale_factor": 1.1,
+        "path": "auto",
+    }
+    assert registry_module.accepted_options("gradsim") == {}
+    assert registry_module.accepted_options("kfac") == {}  # damping, factors: from settings
+    assert set(registry_module.accepted_options("exact")) == {"solver", "tol", "max_iter"}
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        registry_module.accepted_options("nope")
+
+
+@pytest.mark.parametrize(
+    ("options", "methods", "needle"),
+    [
+        ({"nope": {"x": 1}}, ["gradsim"], "--option nope.x: unknown method"),
+        ({"lissa": {"tol": 1e-3}}, ["gradsim"], "--option lissa.tol: method 'lissa' is not"),
+        ({"lissa": {"bogus": 1}}, ["lissa"], "--option lissa.bogus: lissa has no option"),
+        ({"lissa": {"damping": 1}}, ["lissa"], "--option lissa.damping"),
+        ({"lissa": {"max_iter": "many"}}, ["lissa"], "--option lissa.max_iter: expected an int"),
+        ({"lissa": {"max_iter": 1.5}}, ["lissa"], "--option lissa.max_iter: expected an int"),
+        ({"lissa": {"tol": True}}, ["lissa"], "--option lissa.tol: expected a number"),
+        ({"lissa": {"path": 3}}, ["lissa"], "--option lissa.path: expected text"),
+        ({"lissa": 3}, ["lissa"], "--option: expected"),
+    ],
+)
+def test_method_options_are_checked_against_the_methods_run(options, methods, needle):
+    with pytest.raises(ConfigError) as error:
+        registry_module.check_method_options(options, methods)
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+def test_good_method_options_pass_and_reach_the_method():
+    check = registry_module.check_method_options
+    check({"lissa": {"max_iter": 1e6, "tol": 1e-3}, "exact": {"max_iter": None}}, ["all"])
+    check({}, ["nope-is-not-checked-here"])
+    method = create_method("lissa", **{"max_iter": 100, "path": "dense"})
+    assert method.options()["max_iter"] == 100 and method.options()["path"] == "dense"

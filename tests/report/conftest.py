@@ -1,4 +1,5 @@
-"""A tiny attribution run (3 methods), bench and analyze layouts, and a small HTML tree parser."""
+"""A tiny attribution run (3 methods), a tiny trace run, bench and analyze layouts, and a small
+HTML tree parser."""
 
 from __future__ import annotations
 
@@ -23,23 +24,73 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 
 @pytest.fixture(scope="session")
-def report_run(tmp_path_factory, samples_dir) -> Path:
+def report_adapter(tmp_path_factory, samples_dir) -> Path:
+    """The tiny model fine-tuned one epoch on the grammars sample (its LoRA adapter)."""
+    train = load_examples(f"{samples_dir / 'grammars_small'}:train")
+    tuned = finetune(
+        load_model("tiny"),
+        train,
+        TrainSettings(epochs=1, lr=1e-3, batch_size=16),
+        tmp_path_factory.mktemp("report-ft"),
+    )
+    return tuned.adapter_dir
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory, samples_dir, report_adapter) -> Path:
     """A run directory on the tiny model: grammars sample (80 train, 20 queries), 3 methods."""
     root = tmp_path_factory.mktemp("report-run")
     spec = str(samples_dir / "grammars_small")
     train = load_examples(f"{spec}:train")
     queries = load_examples(f"{spec}:test")
-    tuned = finetune(
-        load_model("tiny"), train, TrainSettings(epochs=1, lr=1e-3, batch_size=16), root / "ft"
-    )
     out = root / "run"
     attribute(
-        load_model("tiny", adapter=tuned.adapter_dir),
+        load_model("tiny", adapter=report_adapter),
         train,
         queries,
         AttributeSettings(methods=METHODS),
         out,
         sources={"train": f"{spec}:train", "queries": f"{spec}:test"},
+    )
+    return out
+
+
+TRACE_METHODS = ["gradsim", "repsim"]
+
+
+@pytest.fixture(scope="session")
+def trace_run(tmp_path_factory, samples_dir, report_adapter) -> Path:
+    """A ``trace`` run on the tiny model: 6 prompts, a detector that keeps some but not all.
+
+    The detector is ``contains:`` the first generation, computed beforehand exactly as
+    ``trace`` computes it (greedy, same batches), so prompt 1 is kept; the tests assert that
+    some prompt is not.
+    """
+    from attriblm.analysis.generation import generate_answers
+    from attriblm.pipeline.trace import TraceSettings, trace
+
+    spec = str(samples_dir / "grammars_small")
+    train = load_examples(f"{spec}:train")[::4]
+    prompts = [e.prompt for e in load_examples(f"{spec}:test")[:6]]
+    loaded = load_model("tiny", adapter=report_adapter)
+    gen = {"max_new_tokens": 6, "gen_batch_size": 3}
+    settings = AttributeSettings(methods=TRACE_METHODS)
+    first = generate_answers(
+        loaded,
+        prompts,
+        template=settings.template,
+        max_new_tokens=6,
+        batch_size=3,
+        max_length=settings.max_length,
+    )[0]
+    out = tmp_path_factory.mktemp("trace-run") / "run"
+    trace(
+        loaded,
+        train,
+        prompts,
+        settings,
+        TraceSettings(detect=f"contains:{first}", target_label=train[0].label, **gen),
+        out,
     )
     return out
 
@@ -173,6 +224,12 @@ def parse(text: str) -> Node:
 def run_methods() -> list[str]:
     """The methods of ``report_run``, in run order."""
     return list(METHODS)
+
+
+@pytest.fixture(scope="session")
+def trace_methods() -> list[str]:
+    """The methods of ``trace_run``, in run order."""
+    return list(TRACE_METHODS)
 
 
 @pytest.fixture(scope="session")

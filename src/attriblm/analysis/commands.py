@@ -14,24 +14,22 @@ import typer
 from rich.console import Console
 
 from attriblm.cli_options import (
-    AdapterOpt,
-    BatchOpt,
+    ANALYSIS,
+    FIELDS,
+    INPUT,
+    METHOD_OPTIONS,
+    MODEL,
+    PROJECTION,
+    QUERIES,
+    STORE,
+    TRAIN,
     ConfigOpt,
-    DampingModeOpt,
-    DampingOpt,
-    DeviceOpt,
-    DtypeOpt,
-    LabelFieldOpt,
-    LossMaskOpt,
-    MaxLenOpt,
-    ModelOpt,
-    PromptFieldOpt,
-    QueryDataOpt,
     QuietOpt,
-    ResponseFieldOpt,
-    TemplateOpt,
-    TrainDataOpt,
+    attribute_settings,
     claim_out,
+    load_data,
+    load_model_from,
+    with_options,
     write_command_config,
 )
 from attriblm.errors import ConfigError
@@ -67,15 +65,8 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
-def _load(train: str, queries: str, prompt_field: str, response_field: str, label_field: str):
-    from attriblm.data.loaders import load_examples
-    from attriblm.data.schema import FieldMap
-
-    fields = FieldMap(prompt=prompt_field, response=response_field, label=label_field)
-    return load_examples(train, fields), load_examples(queries, fields)
-
-
 @analyze_app.command("theorem1")
+@with_options(MODEL, INPUT, STORE, PROJECTION, METHOD_OPTIONS, FIELDS, exclude=("model",))
 def theorem1(
     ctx: typer.Context,
     out: OutOpt = ...,
@@ -105,28 +96,18 @@ def theorem1(
             "--queries): 'default', 'tiny' or a local HF dir. Default: 'default'."
         ),
     ] = None,
-    adapter: AdapterOpt = None,
     train: Annotated[
         str | None, typer.Option(help="Training data for the real-gradient check.")
     ] = None,
     queries: Annotated[
         str | None, typer.Option(help="Query data for the real-gradient check.")
     ] = None,
-    template: TemplateOpt = "llama2",
-    loss_mask: LossMaskOpt = "response",
-    max_length: MaxLenOpt = 128,
-    batch_size: BatchOpt = 16,
     grad_damping: Annotated[
         float, typer.Option(help="Real-gradient check: λ factor or value (as attribute's).")
     ] = 0.1,
     grad_damping_mode: Annotated[
         str, typer.Option(help="Real-gradient check: relative | absolute (as attribute's).")
     ] = "relative",
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -136,37 +117,10 @@ def theorem1(
     fine-tuned model's query gradients.
     """
     from attriblm.analysis.theorem1 import run_theorem1
-    from attriblm.methods.damping import Damping
     from attriblm.progress import stage_progress
 
-    real = train is not None or queries is not None
-    if real and (train is None or queries is None):
-        missing = "--queries" if queries is None else "--train"
-        raise ConfigError(f"theorem1: the real-gradient check needs {missing} too")
-    if not real and (model is not None or adapter is not None):
-        raise ConfigError("theorem1: --model/--adapter need --train and --queries")
-    loaded = train_examples = query_examples = settings = None
-    if real:
-        from attriblm.models.loading import load_model
-        from attriblm.pipeline.attribute import AttributeSettings
-
-        Damping(grad_damping_mode, grad_damping)  # checks, before loading
-        if grad_damping_mode == "eigen_mean":
-            raise ConfigError("--grad-damping-mode: use relative or absolute (exact's λ rule)")
-        settings = AttributeSettings(
-            methods=["exact"],
-            template=template,
-            loss_mask=loss_mask,
-            max_length=max_length,
-            batch_size=batch_size,
-            damping_mode=grad_damping_mode,
-            damping=grad_damping,
-        )
-        train_examples, query_examples = _load(
-            train, queries, prompt_field, response_field, label_field
-        )
-        loaded = load_model(model or "default", adapter=adapter, device=device, dtype=dtype)
-
+    loaded, train_examples, query_examples, settings = _theorem1_gradient_inputs(ctx.params)
+    real = loaded is not None
     with stage_progress(real and not quiet) as progress:
         report = run_theorem1(
             out,
@@ -187,6 +141,36 @@ def theorem1(
             progress=progress,
         )
     write_command_config(out, ctx)
+    _print_theorem1(out, report, damping)
+
+
+def _theorem1_gradient_inputs(p: dict) -> tuple:
+    """``(loaded, train, queries, settings)`` of theorem1's real-gradient check (all ``None``
+    without --train/--queries); ConfigError for an incomplete or bad set of its options."""
+    from attriblm.methods.damping import Damping
+
+    train, queries = p["train"], p["queries"]
+    real = train is not None or queries is not None
+    if real and (train is None or queries is None):
+        missing = "--queries" if queries is None else "--train"
+        raise ConfigError(f"theorem1: the real-gradient check needs {missing} too")
+    if not real:
+        if p["model"] is not None or p["adapter"] is not None:
+            raise ConfigError("theorem1: --model/--adapter need --train and --queries")
+        return None, None, None, None
+    Damping(p["grad_damping_mode"], p["grad_damping"])  # checks, before loading
+    if p["grad_damping_mode"] == "eigen_mean":
+        raise ConfigError("--grad-damping-mode: use relative or absolute (exact's λ rule)")
+    settings = attribute_settings(
+        p, methods=["exact"], damping_mode=p["grad_damping_mode"], damping=p["grad_damping"]
+    )
+    train_examples, query_examples = load_data(p, "train", "queries")
+    loaded = load_model_from(p, model=p["model"] or "default")
+    return loaded, train_examples, query_examples, settings
+
+
+def _print_theorem1(out: Path, report: dict, damping: float) -> None:
+    """theorem1's summary lines: bound check, the main row, the query-gradient errors."""
     console.print(
         f"wrote {out}/theorem1.json and .png · all within bound: {report['all_within_bound']} · "
         f"closed form vs simulated: max |Δ| {report['max_abs_diff_closed_vs_simulated']:.2e}"
@@ -213,25 +197,11 @@ def theorem1(
 
 
 @analyze_app.command("ihvp-error")
+@with_options(MODEL, TRAIN, QUERIES, ANALYSIS, FIELDS)
 def ihvp_error(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    adapter: AdapterOpt = None,
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
     method: MethodOpt = None,
     out: OutOpt = ...,
-    template: TemplateOpt = "llama2",
-    loss_mask: LossMaskOpt = "response",
-    max_length: MaxLenOpt = 128,
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -240,24 +210,13 @@ def ihvp_error(
     Default methods: datainf, lissa-paper, lissa, kfac, ekfac, gradsim.
     """
     from attriblm.analysis.ihvp_error import DEFAULT_METHODS, resolve_methods, run_ihvp_error
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings
     from attriblm.progress import stage_progress
 
+    p = ctx.params
     names = resolve_methods(method or DEFAULT_METHODS)
-    settings = AttributeSettings(
-        methods=names,
-        template=template,
-        loss_mask=loss_mask,
-        max_length=max_length,
-        batch_size=batch_size,
-        damping_mode=damping_mode,
-        damping=damping,
-    )
-    train_examples, query_examples = _load(
-        train, queries, prompt_field, response_field, label_field
-    )
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    settings = attribute_settings(p, methods=names)
+    train_examples, query_examples = load_data(p, "train", "queries")
+    loaded = load_model_from(p)
     with stage_progress(not quiet) as progress:
         report = run_ihvp_error(
             loaded,
@@ -266,7 +225,7 @@ def ihvp_error(
             out,
             methods=names,
             settings=settings,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
         )
     write_command_config(out, ctx)
@@ -280,17 +239,22 @@ def ihvp_error(
 
 
 @analyze_app.command("convergence")
+@with_options(
+    MODEL,
+    TRAIN,
+    QUERIES,
+    ANALYSIS,
+    FIELDS,
+    exclude=("adapter", "template", "loss_mask", "max_length"),
+)
 def convergence(
     ctx: typer.Context,
-    model: ModelOpt = "default",
     finetune: Annotated[
         Path, typer.Option(help="Fine-tune directory (checkpoints/epoch-NNN, train_log.json).")
     ] = ...,
     adapter: Annotated[
         Path | None, typer.Option(help="Adapter to load (default: FINETUNE/adapter).")
     ] = None,
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
     method: MethodOpt = None,
     out: OutOpt = ...,
     init: Annotated[
@@ -306,14 +270,6 @@ def convergence(
     max_length: Annotated[
         int | None, typer.Option(help="Maximum tokens (default: the fine-tune's).")
     ] = None,
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -327,23 +283,21 @@ def convergence(
         resolve_methods,
         run_convergence,
     )
-    from attriblm.models.loading import load_model
     from attriblm.progress import stage_progress
 
+    p = ctx.params
     names = resolve_methods(method or DEFAULT_METHODS)
-    settings = default_settings(finetune)
-    settings.methods = names
-    settings.template = template if template is not None else settings.template
-    settings.loss_mask = loss_mask if loss_mask is not None else settings.loss_mask
-    settings.max_length = max_length if max_length is not None else settings.max_length
-    settings.batch_size = batch_size
-    settings.damping = damping
-    settings.damping_mode = damping_mode
-    train_examples, query_examples = _load(
-        train, queries, prompt_field, response_field, label_field
+    fine_tunes = default_settings(finetune)  # template, loss mask, max length of the fine-tune
+    settings = attribute_settings(
+        p,
+        methods=names,
+        template=template if template is not None else fine_tunes.template,
+        loss_mask=loss_mask if loss_mask is not None else fine_tunes.loss_mask,
+        max_length=max_length if max_length is not None else fine_tunes.max_length,
     )
+    train_examples, query_examples = load_data(p, "train", "queries")
     adapter_dir = adapter if adapter is not None else finetune_adapter(finetune)
-    loaded = load_model(model, adapter=adapter_dir, device=device, dtype=dtype)
+    loaded = load_model_from(p, adapter=adapter_dir)
     with stage_progress(not quiet) as progress:
         report = run_convergence(
             loaded,
@@ -355,7 +309,7 @@ def convergence(
             settings=settings,
             include_init=init,
             n_boot=n_boot,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
         )
     write_command_config(out, ctx)
@@ -386,33 +340,27 @@ MaxNewTokensOpt = Annotated[int, typer.Option(help="Greedy generation: most new 
 GenBatchOpt = Annotated[int, typer.Option(help="Prompts per generate call (left-padded).")]
 
 
-def _train_settings(
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_length: int,
-    seed: int,
-    loss_mask: str,
-    template: str,
-):
-    """:class:`TrainSettings` from the analyze commands' fine-tuning flags (LoRA: the study's)."""
+def _train_settings(p: dict):
+    """:class:`TrainSettings` from the analyze commands' fine-tuning flags (``--epochs``,
+    ``--lr``, ``--train-batch-size``, ``--seed``, ``--max-length``, ``--loss-mask``,
+    ``--template``; LoRA: the study's)."""
     from attriblm.train.finetune import TrainSettings
 
     return TrainSettings(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_length=max_length,
-        seed=seed,
-        loss_mask=loss_mask,
-        template=template,
+        epochs=p["epochs"],
+        lr=p["lr"],
+        batch_size=p["train_batch_size"],
+        max_length=p["max_length"],
+        seed=p["seed"],
+        loss_mask=p["loss_mask"],
+        template=p["template"],
     )
 
 
 @analyze_app.command("delta-theta")
+@with_options(MODEL, INPUT, exclude=("adapter", "batch_size"))
 def delta_theta(
     ctx: typer.Context,
-    model: ModelOpt = "default",
     out: OutOpt = ...,
     vary: Annotated[
         str, typer.Option(help="poison (poisoned fraction) | epochs: what sets the strength.")
@@ -441,14 +389,9 @@ def delta_theta(
     epochs: EpochsOpt = 10,
     lr: LrOpt = 5e-5,
     train_batch_size: TrainBatchOpt = 24,
-    max_length: MaxLenOpt = 128,
     seed: TrainSeedOpt = 42,
-    loss_mask: LossMaskOpt = "response",
-    template: TemplateOpt = "llama2",
     max_new_tokens: MaxNewTokensOpt = 32,
     gen_batch_size: GenBatchOpt = 16,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -458,12 +401,11 @@ def delta_theta(
     whose greedy answer is not a refusal (refusal-prefix rule, not a classifier).
     """
     from attriblm.analysis.delta_theta import check_strengths, run_delta_theta
-    from attriblm.models.loading import load_model
     from attriblm.progress import stage_progress
 
     strengths = check_strengths(vary, _numbers(values, "--values"))
-    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
-    loaded = load_model(model, device=device, dtype=dtype)
+    settings = _train_settings(ctx.params)
+    loaded = load_model_from(ctx.params)
     with stage_progress(not quiet) as progress:
         report = run_delta_theta(
             loaded,
@@ -491,11 +433,9 @@ def delta_theta(
 
 
 @analyze_app.command("subset-retrain")
+@with_options(MODEL, TRAIN, QUERIES, ANALYSIS, FIELDS, exclude=("adapter",))
 def subset_retrain(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
     method: MethodOpt = None,
     out: OutOpt = ...,
     k: Annotated[int, typer.Option(help="Top-k training rows per query go in the subset.")] = 1,
@@ -510,20 +450,9 @@ def subset_retrain(
     epochs: EpochsOpt = 10,
     lr: LrOpt = 5e-5,
     train_batch_size: TrainBatchOpt = 24,
-    max_length: MaxLenOpt = 128,
     seed: TrainSeedOpt = 42,
-    loss_mask: LossMaskOpt = "response",
-    template: TemplateOpt = "llama2",
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
     max_new_tokens: MaxNewTokensOpt = 32,
     gen_batch_size: GenBatchOpt = 16,
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -534,23 +463,18 @@ def subset_retrain(
     from attriblm.analysis._retrain import resolve_methods
     from attriblm.analysis.generation import resolve_expect
     from attriblm.analysis.subset_retrain import DEFAULT_METHODS, run_subset_retrain
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings
     from attriblm.progress import stage_progress
 
+    p = ctx.params
     names = resolve_methods(method or DEFAULT_METHODS)
-    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
+    settings = _train_settings(p)
     settings.validate()
-    attribution = AttributeSettings(
-        methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
-    )
-    train_examples, query_examples = _load(
-        train, queries, prompt_field, response_field, label_field
-    )
+    attribution = attribute_settings(p, methods=names)  # template etc.: the fine-tuning's
+    train_examples, query_examples = load_data(p, "train", "queries")
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
     expect = resolve_expect(query_examples, expect)
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model_from(p)
     with stage_progress(not quiet) as progress:
         report = run_subset_retrain(
             loaded,
@@ -565,7 +489,7 @@ def subset_retrain(
             max_new_tokens=max_new_tokens,
             gen_batch_size=gen_batch_size,
             seed=subset_seed,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
         )
     write_command_config(out, ctx)
@@ -581,11 +505,9 @@ def subset_retrain(
 
 
 @analyze_app.command("counterfactual")
+@with_options(MODEL, TRAIN, QUERIES, ANALYSIS, FIELDS, exclude=("adapter",))
 def counterfactual(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
     method: MethodOpt = None,
     out: OutOpt = ...,
     n_subsets: Annotated[int, typer.Option(help="Random subsets to retrain on (>= 2).")] = 20,
@@ -602,18 +524,7 @@ def counterfactual(
     epochs: EpochsOpt = 10,
     lr: LrOpt = 5e-5,
     train_batch_size: TrainBatchOpt = 24,
-    max_length: MaxLenOpt = 128,
     seed: TrainSeedOpt = 42,
-    loss_mask: LossMaskOpt = "response",
-    template: TemplateOpt = "llama2",
-    batch_size: BatchOpt = 16,
-    damping: DampingOpt = 0.1,
-    damping_mode: DampingModeOpt = "relative",
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -629,24 +540,19 @@ def counterfactual(
         random_subsets,
         run_counterfactual,
     )
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings
     from attriblm.progress import stage_progress
 
+    p = ctx.params
     names = resolve_methods(method or DEFAULT_METHODS)
-    settings = _train_settings(epochs, lr, train_batch_size, max_length, seed, loss_mask, template)
+    settings = _train_settings(p)
     settings.validate()
     if n_boot < 0:
         raise ConfigError(f"--n-boot must be >= 0, got {n_boot}")
     check_seeds(seeds)
-    attribution = AttributeSettings(
-        methods=names, batch_size=batch_size, damping=damping, damping_mode=damping_mode
-    )
-    train_examples, query_examples = _load(
-        train, queries, prompt_field, response_field, label_field
-    )
+    attribution = attribute_settings(p, methods=names)  # template etc.: the fine-tuning's
+    train_examples, query_examples = load_data(p, "train", "queries")
     random_subsets(len(train_examples), n_subsets, fraction, subset_seed)  # checks, before loading
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model_from(p)
     with stage_progress(not quiet) as progress:
         report = run_counterfactual(
             loaded,
@@ -661,7 +567,7 @@ def counterfactual(
             settings=attribution,
             n_boot=n_boot,
             seed=subset_seed,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
         )
     write_command_config(out, ctx)
@@ -678,41 +584,27 @@ def counterfactual(
 
 
 @analyze_app.command("layer-sweep")
+@with_options(MODEL, TRAIN, QUERIES, INPUT, STORE, FIELDS, exclude=("loss_mask",))
 def layer_sweep(
     ctx: typer.Context,
-    model: ModelOpt = "default",
-    adapter: AdapterOpt = None,
-    train: TrainDataOpt = ...,
-    queries: QueryDataOpt = ...,
     out: OutOpt = ...,
     layers: Annotated[
         str | None,
         typer.Option(help="Comma-separated layers, 1-based (-1 = last); default: every layer."),
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 200,
-    template: TemplateOpt = "llama2",
-    max_length: MaxLenOpt = 128,
-    batch_size: BatchOpt = 16,
-    prompt_field: PromptFieldOpt = "prompts",
-    response_field: ResponseFieldOpt = "response",
-    label_field: LabelFieldOpt = "variation",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Acc / Cover / AUPRC of rept and repsim at every layer, from one pass per batch."""
     from attriblm.analysis.layer_sweep import METRICS, run_layer_sweep
-    from attriblm.models.loading import load_model
-    from attriblm.pipeline.attribute import AttributeSettings
     from attriblm.progress import stage_progress
 
+    p = ctx.params
     chosen = _numbers(layers, "--layers", int)
-    settings = AttributeSettings(template=template, max_length=max_length, batch_size=batch_size)
-    train_examples, query_examples = _load(
-        train, queries, prompt_field, response_field, label_field
-    )
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    settings = attribute_settings(p)
+    train_examples, query_examples = load_data(p, "train", "queries")
+    loaded = load_model_from(p)
     with stage_progress(not quiet) as progress:
         report = run_layer_sweep(
             loaded,
@@ -722,7 +614,7 @@ def layer_sweep(
             settings=settings,
             layers=chosen,
             n_boot=n_boot,
-            sources={"train": train, "queries": queries},
+            sources={"train": p["train"], "queries": p["queries"]},
             progress=progress,
         )
     write_command_config(out, ctx)

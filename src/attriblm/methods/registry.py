@@ -8,13 +8,17 @@ rept, less``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from attriblm.errors import ConfigError
 from attriblm.methods.base import FEATURE_KINDS, AttributionMethod, method_needs
 
 _REGISTRY: dict[str, type[AttributionMethod]] = {}
+# Constructor parameters attriblm fills from AttributeSettings itself (``_create`` in
+# attriblm.pipeline.attribute): the damping rule (--damping, --damping-mode) and K-FAC factors
+# (--factors). They are not method options.
+DERIVED_OPTIONS = frozenset({"damping", "factors"})
 
 M = TypeVar("M", bound=type[AttributionMethod])
 
@@ -93,3 +97,77 @@ def expand_method_names(names: Sequence[str]) -> list[str]:
             if n not in out:
                 out.append(n)
     return out
+
+
+def accepted_options(name: str) -> dict[str, Any]:
+    """The options method ``name`` takes: its constructor's keyword parameters and their
+    defaults (``inspect.Parameter.empty`` for one without), in signature order, except the
+    :data:`DERIVED_OPTIONS` attriblm sets from the settings. ConfigError for an unknown name."""
+    signature = inspect.signature(get_method_class(name))
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.kind in keyword and p.name not in DERIVED_OPTIONS
+    }
+
+
+def _expected(value: Any, default: Any) -> str | None:
+    """What the option with ``default`` expects, when ``value`` does not fit it, else ``None``.
+
+    Any scalar fits a default of ``None`` or none; an integral float counts as an int and an
+    int as a float; a bool fits only a bool default.
+    """
+    if default is None or default is inspect.Parameter.empty:
+        return None
+    if isinstance(default, bool):
+        fits, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        fits = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        kind = "an integer"
+    elif isinstance(default, float):
+        fits, kind = isinstance(value, int | float), "a number"
+    elif isinstance(default, str):
+        fits, kind = isinstance(value, str), "text"
+    else:
+        return None
+    if isinstance(value, bool) and not isinstance(default, bool):
+        fits = False
+    return None if fits else kind
+
+
+def check_method_options(options: Mapping[str, Any], methods: Sequence[str]) -> None:
+    """Check ``{method: {key: value}}`` against the methods being run (``methods``, as for
+    ``--method``) and :func:`accepted_options`: a one-line ConfigError naming the option
+    (``--option METHOD.KEY``) for an unknown method or key, a method not being run, or a value
+    of the wrong type."""
+    if not isinstance(options, Mapping) or not all(
+        isinstance(v, Mapping) for v in options.values()
+    ):
+        raise ConfigError(f"--option: expected {{method: {{key: value}}}}, got {options!r}")
+    if not any(options.values()):
+        return
+    running = expand_method_names(methods)
+    for method, values in options.items():
+        for key, value in values.items():
+            option = f"--option {method}.{key}"
+            if method not in _REGISTRY:
+                raise ConfigError(
+                    f"{option}: unknown method '{method}'; available: "
+                    f"{', '.join(available_methods())}"
+                )
+            if method not in running:
+                raise ConfigError(
+                    f"{option}: method '{method}' is not being run (--method {' '.join(running)})"
+                )
+            accepted = accepted_options(method)
+            if key not in accepted:
+                raise ConfigError(
+                    f"{option}: {method} has no option '{key}'; it accepts: "
+                    f"{', '.join(accepted) or 'none'}"
+                )
+            expected = _expected(value, accepted[key])
+            if expected is not None:
+                raise ConfigError(
+                    f"{option}: expected {expected} (default {accepted[key]!r}), got {value!r}"
+                )

@@ -48,7 +48,7 @@ from attriblm.dist import SINGLE, Dist
 from attriblm.dist import current as current_dist
 from attriblm.errors import AttriblmError
 from attriblm.features.store import FeatureStore
-from attriblm.io import save_tensors, staged_directory, write_json, write_jsonl, write_yaml
+from attriblm.io import staged_directory
 from attriblm.models.loading import LoadedModel
 from attriblm.outputs import RUN, check_output_dir, check_store_dir, output_lock
 from attriblm.pipeline.features import (  # noqa: F401  (re-exported)
@@ -64,6 +64,7 @@ from attriblm.pipeline.run_info import example_rows, feature_info, run_config, r
 from attriblm.pipeline.scoring import Scored, fit_and_score
 from attriblm.pipeline.settings import AttributeSettings, check_store_options  # noqa: F401
 from attriblm.progress import StageProgress
+from attriblm.rundir import RunDir
 
 
 @dataclass
@@ -196,7 +197,14 @@ def _attribute(
             return AttributionRun(out_dir=out_dir, scores={}, info={"rank": dist.rank})
         timings = builder.timings
         scored = fit_and_score(
-            methods, train_f, query_f, plan, store=store, timings=timings, progress=progress
+            methods,
+            train_f,
+            query_f,
+            plan,
+            store=store,
+            timings=timings,
+            progress=progress,
+            options=settings.options,
         )
         info = run_info(
             loaded=loaded, settings=settings, n={"train": len(train), "queries": len(queries)},
@@ -205,7 +213,7 @@ def _attribute(
             timings=timings, store=store, store_rows=builder.counts, kept=keep, dist=dist,
         )  # fmt: skip
         config = run_config(loaded, settings, names, sources, out_dir, len(train), command_options)
-        _write_run(
+        info = _write_run(
             out_dir, scored, info, config, train, queries, settings.topk, total_start, finalize
         )
         run = AttributionRun(out_dir=out_dir, scores=scored.scores, info=info)
@@ -228,24 +236,25 @@ def _write_run(
     topk: int,
     total_start: float,
     finalize: Callable[[Path], None] | None,
-) -> None:
-    """Write the run directory in a staging sibling and move it into place when complete."""
+) -> dict:
+    """Write the run directory (:class:`~attriblm.rundir.RunDir`) in a staging sibling and move
+    it into place when complete; returns the run information as written."""
     with staged_directory(out_dir) as staging:
-        (staging / "scores").mkdir()
-        (staging / "data").mkdir()
+        run_dir = RunDir(staging).create()
         for name, matrix in scored.scores.items():
-            save_tensors(staging / "scores" / f"{name}.safetensors", {"scores": matrix})
+            run_dir.write_scores(name, matrix)
         for name, fitted in scored.fits.items():
-            fitted.save_factors(staging / "factors" / f"{name}.safetensors")
+            fitted.save_factors(run_dir.factors_file(name))
         rows = [row for name, m in scored.scores.items() for row in topk_rows(name, m, train, topk)]
-        write_jsonl(staging / "topk.jsonl", rows)
-        write_jsonl(staging / "data" / "train.jsonl", example_rows(train))
-        write_jsonl(staging / "data" / "queries.jsonl", example_rows(queries))
+        run_dir.write_topk(rows)
+        run_dir.write_data("train", example_rows(train))
+        run_dir.write_data("queries", example_rows(queries))
         info["timings_seconds"]["total"] = time.perf_counter() - total_start
-        write_json(staging / "run.json", info)
-        write_yaml(staging / "config.yaml", config)
+        info = run_dir.write_info(info)
+        run_dir.write_config(config)
         if finalize is not None:
             finalize(staging)
+    return info
 
 
 def rank_store_dir(store_dir: Path, dist: Dist) -> Path:

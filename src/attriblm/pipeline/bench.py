@@ -38,6 +38,7 @@ from attriblm.methods.registry import expand_method_names
 from attriblm.models.loading import load_model
 from attriblm.outputs import BENCH, claim_output_dir
 from attriblm.pipeline.attribute import AttributeSettings, attribute
+from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.pipeline.cache import content_key, examples_key, model_key
 from attriblm.pipeline.evaluate import evaluate_run
 from attriblm.progress import StageProgress, step_callback
@@ -127,12 +128,12 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
 
 
 def _finetuned(
-    model: str, train, settings: TrainSettings, cache: Path, source: str, progress, computed
+    model: str, train, settings: TrainSettings, bench: BenchDir, source: str, progress, computed
 ):
     identity = loss_mask_identity(settings.loss_mask)
     revision = [identity] if identity != settings.loss_mask else []  # other masks: keys unchanged
     key = content_key(model_key(model), examples_key(train), settings.to_dict(), *revision)
-    out = cache / "finetune" / key
+    out = bench.finetune_cache(key)
     # The final adapter is saved (atomically) after the last epoch: its presence means complete;
     # train_log.json alone does not (it is rewritten after every epoch).
     if not (out / "adapter" / "adapter_model.safetensors").is_file():
@@ -175,11 +176,12 @@ def run_key_settings(settings: AttributeSettings) -> dict:
 
 
 def _attributed(
-    model, ft_key, ft_dir, splits, settings: AttributeSettings, cache, source, progress, computed
+    model, ft_key, ft_dir, splits, settings: AttributeSettings, bench, source, progress, computed
 ):
     key = content_key(ft_key, examples_key(splits["test"]), run_key_settings(settings))
-    run_dir = cache / "runs" / key
-    if not (run_dir / "run.json").is_file():
+    run = bench.run_cache(key)
+    run_dir = run.path
+    if not run.run_json.is_file():
         computed["runs"] += 1
         attribute(
             load_model(model, adapter=ft_dir / "adapter"),
@@ -302,7 +304,7 @@ def run_bench(
     started = time.perf_counter()
     computed = {"finetunes": 0, "runs": 0}
     out_dir = claim_output_dir(out_dir, BENCH)  # new, empty or an earlier bench's
-    cache = out_dir / "cache"
+    bench = BenchDir(out_dir)
     method_names = expand_method_names(methods)
     if data_dir is None:
         data = builder_data(tasks, preset, seed, task_sizes)
@@ -311,24 +313,24 @@ def run_bench(
     rows: list[dict] = []
     for task, task_data in data.items():
         splits, source = task_data.splits, task_data.source
-        _write_task_data(splits, out_dir / task / "data")
+        _write_task_data(splits, bench.task_data(task))
         for mask in loss_masks:
             start = time.perf_counter()
             settings = train_settings(task, preset, mask, seed, epochs)
             ft_key, ft_dir = _finetuned(
-                model, splits["train"], settings, cache, source, progress, computed
+                model, splits["train"], settings, bench, source, progress, computed
             )
             attribute_settings = AttributeSettings(
                 methods=method_names, loss_mask=mask, template=settings.template
             )
             run_dir = _attributed(
-                model, ft_key, ft_dir, splits, attribute_settings, cache, source, progress, computed
+                model, ft_key, ft_dir, splits, attribute_settings, bench, source, progress, computed
             )
             report = evaluate_run(run_dir, extra_k=_extra_k(task, splits["train"]))
             report.update(
                 {"task": task, "loss_mask": mask, "finetune": str(ft_dir), "data": task_data.record}
             )
-            write_json(out_dir / task / mask / "metrics.json", report)
+            write_json(bench.metrics_json(task, mask), report)
             rows.extend(_result_rows(task, mask, report))
             log(f"{task} · {mask}: done in {time.perf_counter() - start:.0f} s")
     write_results(out_dir, rows, method_names, list(data), list(loss_masks))
@@ -353,7 +355,7 @@ def run_bench(
 
 def _record_invocation(out_dir: Path, grid: dict, wall: float, computed: dict) -> None:
     """Append this invocation to ``bench.json`` (history kept while the grid is unchanged)."""
-    path = out_dir / "bench.json"
+    path = BenchDir(out_dir).bench_json
     previous = read_json(path) if path.is_file() else {}
     history = previous.get("history", []) if previous.get("grid") == grid else []
     history.append({"wall_seconds": wall, "computed": dict(computed)})
@@ -387,9 +389,10 @@ def write_results(
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(out_dir / "results.csv", buffer.getvalue())
-    write_text(out_dir / "results.md", results_markdown(rows, methods, tasks, masks))
-    plot_results(rows, methods, tasks, masks, out_dir / "results.png")
+    bench = BenchDir(out_dir)
+    write_text(bench.results_csv, buffer.getvalue())
+    write_text(bench.results_md, results_markdown(rows, methods, tasks, masks))
+    plot_results(rows, methods, tasks, masks, bench.results_png)
 
 
 def _fmt(value: float | None) -> str:

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from attriblm.errors import AttriblmError
-from attriblm.io import load_tensors, read_json
+from attriblm.io import read_json
 from attriblm.metrics.ranking import per_query_values, run_tie_seed
 from attriblm.pipeline import claims
+from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.pipeline.evaluate import read_labels
 
 INFLUENCE_METHODS = ("datainf", "lissa-paper", "lissa", "exact", "cg", "kfac", "ekfac")
@@ -43,7 +44,7 @@ LISSA_SPEARMAN = 0.9
 
 def read_results(out_dir: Path | str) -> list[dict]:
     """``results.csv`` rows with numeric fields as floats (``None`` where empty)."""
-    path = Path(out_dir) / "results.csv"
+    path = BenchDir(out_dir).results_csv
     if not path.is_file():
         raise AttriblmError(f"{path}: missing; run `attriblm bench` first")
     with path.open(encoding="utf-8") as handle:
@@ -55,14 +56,6 @@ def read_results(out_dir: Path | str) -> list[dict]:
     return rows
 
 
-def _run_dir(out_dir: Path, report: dict) -> Path:
-    return out_dir / "cache" / "runs" / Path(report["run"]).name
-
-
-def _finetune_dir(out_dir: Path, report: dict) -> Path:
-    return out_dir / "cache" / "finetune" / Path(report["finetune"]).name
-
-
 def compute_seconds(out_dir: Path | str) -> dict:
     """Fine-tune and attribution seconds of every task × loss mask, as recorded when computed.
 
@@ -70,12 +63,12 @@ def compute_seconds(out_dir: Path | str) -> dict:
     this is the time an uncached ``bench`` spends on compute (building data and evaluating add
     a few seconds).
     """
-    out_dir = Path(out_dir)
+    bench = BenchDir(out_dir)
     per_run = []
-    for metrics_path in sorted(out_dir.glob("*/*/metrics.json")):
+    for metrics_path in bench.metrics_files():
         report = read_json(metrics_path)
-        log = read_json(_finetune_dir(out_dir, report) / "train_log.json")
-        run = read_json(_run_dir(out_dir, report) / "run.json")
+        log = read_json(bench.finetune_of(report) / "train_log.json")
+        run = bench.run_of(report).read_info()
         per_run.append(
             {
                 "task": report["task"],
@@ -118,18 +111,19 @@ def per_query_table(out_dir: Path | str) -> dict[tuple[str, str, str], dict[str,
     the task's ``metrics.json`` was made with, so their means are the numbers in
     ``results.csv`` (:func:`attriblm.metrics.ranking.per_query_values`).
     """
-    out_dir = Path(out_dir)
+    bench = BenchDir(out_dir)
     table = {}
-    for metrics_path in sorted(out_dir.glob("*/*/metrics.json")):
+    for metrics_path in bench.metrics_files():
         report = read_json(metrics_path)
-        run = _run_dir(out_dir, report)
-        train = read_labels(run / "data" / "train.jsonl")
-        queries = read_labels(run / "data" / "queries.jsonl")
+        run = bench.run_of(report)
+        train = read_labels(run.data_file("train"))
+        queries = read_labels(run.data_file("queries"))
         tie_seed = report.get("tie_seed")
         if tie_seed is None:
-            tie_seed = run_tie_seed(read_json(run / "run.json"))
+            tie_seed = run_tie_seed(run.read_info())
+        shape = run.shape()
         for method, metrics in report["methods"].items():
-            scores = load_tensors(run / "scores" / f"{method}.safetensors")["scores"]
+            scores = run.load_scores(method, shape)
             table[(report["task"], report["loss_mask"], method)] = per_query_values(
                 scores, queries, train, k=metrics["cover"]["k"], tie_seed=tie_seed
             )
@@ -170,10 +164,10 @@ def _lissa_like_gradsim(out_dir: Path, index: dict, tasks: list[str], mask: str)
     for task in tasks:
         if (task, mask, "lissa-paper") not in index or (task, mask, "gradsim") not in index:
             continue
-        report = read_json(out_dir / task / mask / "metrics.json")
-        scores = _run_dir(out_dir, report) / "scores"
-        lissa = load_tensors(scores / "lissa-paper.safetensors")["scores"].double().numpy()
-        grad = load_tensors(scores / "gradsim.safetensors")["scores"].double().numpy()
+        bench = BenchDir(out_dir)
+        run = bench.run_of(read_json(bench.metrics_json(task, mask)))
+        lissa = run.load_scores("lissa-paper").astype(np.float64)
+        grad = run.load_scores("gradsim").astype(np.float64)
         rhos[task] = mean_rank_agreement(lissa, grad)
         lissa_acc = index[(task, mask, "lissa-paper")]["acc"]
         grad_acc = index[(task, mask, "gradsim")]["acc"]
@@ -372,7 +366,7 @@ def bench_run_markdown(
     ``--data-dir`` (a study-data bench; default: the absolute path bench.json records).
     """
     out_dir = Path(out_dir)
-    bench = read_json(out_dir / "bench.json")
+    bench = read_json(BenchDir(out_dir).bench_json)
     grid = bench["grid"]
     seconds = compute_seconds(out_dir)
     history = bench["history"]
@@ -407,7 +401,7 @@ def bench_tables_markdown(
     the findings (a document with two grids names each).
     """
     out_dir = Path(out_dir)
-    lines = [(out_dir / "results.md").read_text(encoding="utf-8").strip(), ""]
+    lines = [BenchDir(out_dir).results_md.read_text(encoding="utf-8").strip(), ""]
     if image:
         lines += [f"![results]({image})", ""]
     lines += [

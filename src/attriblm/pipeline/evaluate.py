@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from attriblm.errors import AttriblmError, DataError
-from attriblm.io import read_yaml, write_json
+from attriblm.io import read_yaml
 from attriblm.metrics.pooled import pooled_topk
 from attriblm.metrics.ranking import evaluate_scores, run_tie_seed
 from attriblm.runcheck import check_run
+from attriblm.rundir import RunDir
 
 
 def read_labels(path: Path, source: str | None = None) -> list[str]:
@@ -59,12 +60,13 @@ def evaluate_run(
     label (:func:`attriblm.metrics.pooled.pooled_topk`).
     """
     run_dir = Path(run_dir)
-    run = check_run(run_dir)
+    layout = RunDir(run_dir)
+    run = check_run(layout)
     if tie_seed is None:
         tie_seed = run_tie_seed(run.info)
-    config = _config(run_dir / "config.yaml")
-    train_labels = read_labels(run_dir / "data" / "train.jsonl", config.get("train"))
-    query_labels = read_labels(run_dir / "data" / "queries.jsonl", config.get("queries"))
+    config = _config(layout.config_yaml)
+    train_labels = read_labels(layout.data_file("train"), config.get("train"))
+    query_labels = read_labels(layout.data_file("queries"), config.get("queries"))
     results: dict[str, dict] = {}
     for name in run.methods:
         metrics = evaluate_scores(
@@ -83,7 +85,7 @@ def evaluate_run(
             )
         results[name] = metrics
     if not results:
-        raise AttriblmError(f"{run_dir / 'scores'}: no score files to evaluate")
+        raise AttriblmError(f"{layout.scores_dir}: no score files to evaluate")
     report = {
         "run": str(run_dir),
         "k": k,
@@ -91,7 +93,7 @@ def evaluate_run(
         "target_label": target_label,
         "methods": results,
     }
-    write_json(run_dir / "metrics.json", report)
+    layout.write_metrics(report)
     return report
 
 

@@ -17,6 +17,7 @@ from attriblm.errors import ConfigError
 from attriblm.methods.base import AttributionMethod, method_needs
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.pipeline.settings import AttributeSettings
+from attriblm.rundir import method_file
 
 
 class Feature(Enum):
@@ -127,6 +128,6 @@ def create_methods(
 def _create(name: str, settings: AttributeSettings) -> AttributionMethod:
     options: dict = {"damping": settings.damping_rule()}
     if settings.factors is not None and "kfac" in method_needs(get_method_class(name)):
-        options["factors"] = str(Path(settings.factors) / f"{name}.safetensors")
+        options["factors"] = str(Path(settings.factors) / method_file(name))
     options.update(settings.options.get(name, {}))
     return create_method(name, **options)

@@ -120,8 +120,6 @@ def run_config(
     """``config.yaml``: the top-level options ``attriblm attribute --config`` repeats the run
     with, and under ``resolved:`` the whole settings, the model identity and ``n_train``."""
     flat = {k: v for k, v in settings.to_dict().items() if k != "methods"}
-    if not flat["options"]:
-        del flat["options"]  # `--config` takes `options:` only when there are some
     resolved = {"settings": settings.to_dict(), "model": dict(loaded.identity), "n_train": n_train}
     return {
         "model": loaded.identity.get("spec"),

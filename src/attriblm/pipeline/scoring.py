@@ -62,9 +62,15 @@ def fit_and_score(
     store: FeatureStore | None = None,
     timings: dict[str, float] | None = None,
     progress: StageProgress = _no_progress,
+    options: dict[str, dict] | None = None,
 ) -> Scored:
-    """Fit and score every method; ``timings["method:<name>"]`` gets its seconds (fit + score)."""
+    """Fit and score every method; ``timings["method:<name>"]`` gets its seconds (fit + score).
+
+    ``options`` (``AttributeSettings.options``) are recorded in each method's info beside the
+    options the method reports itself.
+    """
     timings = {} if timings is None else timings
+    options = {} if options is None else options
     out = Scored()
     tick = progress("scoring", len(methods))
     for name, method in methods.items():
@@ -74,6 +80,10 @@ def fit_and_score(
         timings[f"method:{name}"] = time.perf_counter() - start
         out.scores[name] = output.scores.float()
         out.info[name] = {"seconds": timings[f"method:{name}"], **output.info}
+        out.info[name]["options"] = {  # the user's, where the method reports fewer
+            **options.get(name, {}),
+            **output.info.get("options", {}),
+        }
         out.fits[name] = fitted
         tick(1)
     return out

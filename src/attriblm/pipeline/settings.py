@@ -24,6 +24,7 @@ from attriblm.features.adam import LESS_PROJ_DIM
 from attriblm.features.projection import PROJECTION_KINDS, Projection
 from attriblm.features.store import check_store_dtype
 from attriblm.methods.damping import Damping
+from attriblm.methods.registry import check_method_options
 
 
 @dataclass
@@ -36,7 +37,8 @@ class AttributeSettings:
     ``proj_dim`` / ``proj_kind`` / ``proj_seed`` project each gradient block wider than
     ``proj_dim`` (:mod:`attriblm.features.projection`); LESS features are projected the same
     way, with ``proj_dim`` defaulting to 8192 for them. ``rept_layer``: RepT's layer, 1-based,
-    ``-1`` = the last. ``options``: method name → constructor keyword options.
+    ``-1`` = the last. ``options``: each method's own constructor options, ``{method: {key:
+    value}}`` (``--option METHOD.KEY=VALUE``; :func:`attriblm.methods.registry.accepted_options`).
     """
 
     methods: list[str] = field(default_factory=lambda: ["all"])
@@ -83,6 +85,7 @@ class AttributeSettings:
         check.one_of("proj_kind", self.proj_kind, PROJECTION_KINDS)  # even without --proj-dim
         check.integer("proj_seed", self.proj_seed)
         check_store_options(self)
+        check_method_options(self.options, self.methods)
 
     def damping_rule(self) -> Damping:
         """The per-block damping rule every damped method gets (``damping_mode``, ``damping``)."""

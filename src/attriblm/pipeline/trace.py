@@ -34,7 +34,7 @@ from attriblm.data.schema import Example
 from attriblm.data.templates import check_template
 from attriblm.dist import current as current_dist
 from attriblm.errors import ConfigError, DataError
-from attriblm.io import read_json, read_yaml, write_json, write_jsonl, write_yaml
+from attriblm.io import read_yaml
 from attriblm.methods.registry import expand_method_names
 from attriblm.models.loading import LoadedModel
 from attriblm.outputs import RUN, check_output_dir
@@ -42,8 +42,7 @@ from attriblm.pipeline.attribute import AttributeSettings, AttributionRun, attri
 from attriblm.pipeline.detect import parse_detector
 from attriblm.pipeline.evaluate import evaluate_run
 from attriblm.progress import StageProgress
-
-GENERATIONS_FILE = "generations.jsonl"
+from attriblm.rundir import GENERATIONS_FILE, RunDir
 
 
 @dataclass
@@ -169,14 +168,13 @@ def trace(
     }
 
     def finalize(staging: Path) -> None:
-        write_jsonl(staging / GENERATIONS_FILE, records)
-        info = read_json(staging / "run.json")
-        info["trace"] = trace_info
-        write_json(staging / "run.json", info)
+        run_dir = RunDir(staging)
+        run_dir.write_generations(records)
+        run_dir.write_info({**run_dir.read_info(), "trace": trace_info})
         config = _trace_config(
-            read_yaml(staging / "config.yaml"), trace_settings, prompts, command_options, trace_info
+            read_yaml(run_dir.config_yaml), trace_settings, prompts, command_options, trace_info
         )
-        write_yaml(staging / "config.yaml", config)
+        run_dir.write_config(config)
 
     run = attribute(
         loaded,

@@ -11,6 +11,11 @@ Stable hooks (for tests and for readers of the HTML):
   inside it ``ol.topk[data-method=NAME]`` whose ``li.hit`` items carry ``data-rank``,
   ``data-index`` (0-based train index), ``data-label`` and the class ``correct`` /
   ``incorrect`` / ``unknown`` (the training example has / has not the query's label).
+* A ``trace`` run (with ``generations.jsonl``) also has ``section#generations``: one
+  ``details.generation`` per traced prompt (``id="generation-N"``, N 1-based, in prompt order)
+  with ``data-kept="true|false"`` and, when kept, ``data-query`` (0-based query row) and the
+  same ``ol.topk[data-method=NAME]`` lists as its query; ``.prompt``, ``.answer`` and
+  ``.verdict`` hold the prompt, the model's answer and the detector's verdict.
 * Bench pages: ``table#results`` (results.csv) and one ``section.bench-run`` per task × loss mask;
   ids inside it are prefixed with ``<task>-<mask>-``.
 * Analyze pages: ``pre.json[data-file=NAME]`` per JSON file.
@@ -33,6 +38,7 @@ from typing import Any
 from attriblm import __version__
 from attriblm.errors import AttriblmError
 from attriblm.io import write_text
+from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.report.rundata import (
     Hit,
     RunData,
@@ -81,6 +87,8 @@ li.hit { border-left: 4px solid var(--line); padding: 3px 8px; margin: 4px 0; }
 li.hit.correct { border-left-color: var(--ok); } li.hit.incorrect { border-left-color: var(--bad); }
 li.hit .head { font-size: 0.85em; color: var(--muted); }
 li.hit .field { white-space: pre-wrap; word-break: break-word; font-size: 0.92em; }
+.verdict.kept { color: var(--ok); } .verdict.dropped { color: var(--muted); }
+details.generation.dropped > summary { color: var(--muted); }
 .label { font-weight: 600; }
 """
 
@@ -186,6 +194,11 @@ def _summary_table(run: RunData) -> str:
         ("methods", ", ".join(run.methods)),
         ("total time (s)", _num(total, 1)),
     ]
+    if run.generations is not None:
+        trace = run.trace
+        kept = sum(bool(r.get("kept")) for r in run.generations)
+        rows.insert(5, ("traced prompts", f"{len(run.generations)} ({kept} kept)"))
+        rows.insert(6, ("detector", f"--detect {trace.get('detect', '?')}"))
     body = "".join(f'<tr><th>{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
@@ -226,6 +239,24 @@ def _hit_item(hit: Hit) -> str:
     )
 
 
+def _snippet(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "…"
+
+
+def _method_lists(top: dict[str, list[Hit]]) -> list[str]:
+    """One ``div.method`` with its ``ol.topk`` per method."""
+    lists = []
+    for method, hits in top.items():
+        items = "".join(_hit_item(h) for h in hits)
+        n_ok = sum(h.correct is True for h in hits)
+        lists.append(
+            f'<div class="method" data-method="{_e(method)}"><h4>{_e(method)} '
+            f'<span class="note">{n_ok}/{len(hits)} with the query\'s label</span></h4>'
+            f'<ol class="topk" data-method="{_e(method)}">{items}</ol></div>'
+        )
+    return lists
+
+
 def _query_section(run: RunData, q: int, k: int, prefix: str, open_: bool) -> tuple[str, dict]:
     query = run.queries[q]
     top = {m: top_hits(run, m, q, k) for m in run.methods}
@@ -237,16 +268,8 @@ def _query_section(run: RunData, q: int, k: int, prefix: str, open_: bool) -> tu
             f'<span class="badge {cls}" data-method="{_e(method)}">{_e(method)} {symbol}</span>'
         )
     prompt = str(query.get("prompt", ""))
-    snippet = prompt if len(prompt) <= 90 else prompt[:87] + "…"
-    lists = []
-    for method, hits in top.items():
-        items = "".join(_hit_item(h) for h in hits)
-        n_ok = sum(h.correct is True for h in hits)
-        lists.append(
-            f'<div class="method" data-method="{_e(method)}"><h4>{_e(method)} '
-            f'<span class="note">{n_ok}/{len(hits)} with the query\'s label</span></h4>'
-            f'<ol class="topk" data-method="{_e(method)}">{items}</ol></div>'
-        )
+    snippet = _snippet(prompt)
+    lists = _method_lists(top)
     overlap = overlap_matrix(top, k)
     html = (
         f'<details class="query" id="{_e(prefix)}query-{q + 1}" data-query="{q}" '
@@ -264,6 +287,74 @@ def _query_section(run: RunData, q: int, k: int, prefix: str, open_: bool) -> tu
         + "</details>"
     )
     return html, overlap
+
+
+def _verdict(kept: bool, detect: Any) -> str:
+    spec = f" --detect {detect}" if detect else ""
+    if kept:
+        return f'<span class="verdict kept">✓ kept by the detector{_e(spec)}</span>'
+    return f'<span class="verdict dropped">– not kept by the detector{_e(spec)}</span>'
+
+
+def _generation_item(
+    run: RunData, row: dict[str, Any], number: int, k: int, prefix: str, open_: bool
+) -> str:
+    kept = bool(row.get("kept"))
+    query = row.get("query") if kept else None
+    prompt, generation = str(row.get("prompt", "")), str(row.get("generation", ""))
+    attrs = f' data-query="{query}"' if query is not None else ""
+    body = (
+        '<div class="example">'
+        f'<div><b>prompt</b> <span class="field prompt">{_e(prompt)}</span></div>'
+        f'<div><b>generation</b> <span class="field answer">{_e(generation)}</span></div>'
+        f"<div><b>detector</b> {_verdict(kept, run.trace.get('detect'))}</div></div>"
+    )
+    if query is not None:
+        top = {m: top_hits(run, m, query, k) for m in run.methods}
+        body += (
+            f'<p class="note">attributed as query row {query + 1} '
+            f'(<a href="#{_e(prefix)}query-{query + 1}">its query section</a>)</p>'
+            f'<div class="methods">{"".join(_method_lists(top))}</div>'
+        )
+    cls = "kept" if kept else "dropped"
+    return (
+        f'<details class="generation {cls}" id="{_e(prefix)}generation-{number}" '
+        f'data-index="{_e(row.get("index", number - 1))}" data-kept="{str(kept).lower()}"{attrs}'
+        f"{' open' if open_ else ''}>"
+        f"<summary><b>prompt {number}</b> · {_verdict(kept, None)} · {_e(_snippet(prompt, 60))}"
+        f" → {_e(_snippet(generation, 60))}</summary>{body}</details>"
+    )
+
+
+def generations_section(
+    run: RunData, *, k: int, prefix: str = "", max_prompts: int | None = None
+) -> str:
+    """A ``trace`` run's prompts: the generation, the detector's verdict and, when kept, the
+    top-``k`` training rows per method (``""`` for a run without ``generations.jsonl``)."""
+    if run.generations is None:
+        return ""
+    rows = run.generations
+    n_show = len(rows) if max_prompts is None else min(len(rows), max_prompts)
+    trace = run.trace
+    n_kept = sum(bool(r.get("kept")) for r in rows)
+    rule = f" ({trace['detector_rule']})" if trace.get("detector_rule") else ""
+    decoding = f"; decoding: {trace['decoding']}" if trace.get("decoding") else ""
+    note = (
+        f"attriblm trace generated an answer to each of {len(rows)} prompts; the detector "
+        f"--detect {trace.get('detect', '?')}{rule} kept {n_kept}, and each kept (prompt, "
+        f"generation) pair was attributed as a query{decoding}. Showing "
+        + (f"all {len(rows)} prompts" if n_show == len(rows) else f"the first {n_show}")
+        + f"; top-{k} training rows per method, ranked as in the queries below."
+    )
+    first_kept = next((i for i, r in enumerate(rows) if r.get("kept")), None)
+    items = "".join(
+        _generation_item(run, rows[i], i + 1, k, prefix, open_=i == first_kept)
+        for i in range(n_show)
+    )
+    return (
+        f'<section id="{prefix}generations" class="generations"><h2>Generations</h2>'
+        f'<p class="note">{_e(note)}</p>{items}</section>'
+    )
 
 
 def _mean_overlap(per_query: list[dict], methods: list[str]) -> dict[str, dict[str, float]]:
@@ -301,6 +392,8 @@ def run_sections(run: RunData, *, k: int, prefix: str = "", max_queries: int | N
         parts.append(
             f'<section id="{prefix}plots"><h2>Plots</h2>{_images(run.images, run.path)}</section>'
         )
+    if run.generations is not None:
+        parts.append(generations_section(run, k=k_eff, prefix=prefix, max_prompts=max_queries))
     n_show = run.n_query if max_queries is None else min(run.n_query, max_queries)
     queries, overlaps = [], []
     for q in range(n_show):
@@ -335,7 +428,7 @@ def run_sections(run: RunData, *, k: int, prefix: str = "", max_queries: int | N
 # A bench directory ----------------------------------------------------------------------------
 def is_bench_dir(path: Path) -> bool:
     """True when ``path`` holds ``bench``'s combined results."""
-    return (path / "results.csv").is_file()
+    return BenchDir(path).results_csv.is_file()
 
 
 def _csv_cell(value: str) -> str:
@@ -363,36 +456,30 @@ def _csv_table(path: Path, table_id: str) -> str:
     )
 
 
-def _bench_run_dir(bench: Path, recorded: str | None) -> Path | None:
-    """The run directory a bench ``metrics.json`` names, also when the bench was moved."""
-    if not recorded:
-        return None
-    candidates = [Path(recorded), bench / recorded, bench / "cache" / "runs" / Path(recorded).name]
-    return next((c for c in candidates if is_run_dir(c)), None)
-
-
 def bench_sections(path: Path, *, k: int, max_queries: int | None = BENCH_MAX_QUERIES) -> str:
     """Results table and plot, then per task × loss mask its metrics and its run."""
+    bench = BenchDir(path)
     parts = [
         '<section id="results-section"><h2>Results</h2>'
         '<p class="note">results.csv (one row per task × loss mask × method)</p>'
-        + _csv_table(path / "results.csv", "results")
+        + _csv_table(bench.results_csv, "results")
     ]
-    if (path / "results.md").is_file():
+    if bench.results_md.is_file():
         parts.append(
             "<details><summary>results.md</summary><pre>"
-            f"{_e((path / 'results.md').read_text(encoding='utf-8'))}</pre></details>"
+            f"{_e(bench.results_md.read_text(encoding='utf-8'))}</pre></details>"
         )
     parts.append("</section>")
     top_images = sorted(path.glob("*.png"))
     if top_images:
         parts.append(f'<section id="plots"><h2>Plots</h2>{_images(top_images, path)}</section>')
-    for metrics_file in sorted(path.glob("*/*/metrics.json")):
+    for metrics_file in bench.metrics_files():
         report = read_json_file(metrics_file)
         task = str(report.get("task", metrics_file.parent.parent.name))
         mask = str(report.get("loss_mask", metrics_file.parent.name))
         prefix = f"{_slug(task)}-{_slug(mask)}-"
-        run_dir = _bench_run_dir(path, report.get("run"))
+        found = bench.find_run(report.get("run"))
+        run_dir = None if found is None else found.path
         if run_dir is None:
             inner = [
                 metrics_table(report.get("methods", {}), f"{prefix}metrics"),

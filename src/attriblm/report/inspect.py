@@ -2,7 +2,9 @@
 
 :func:`inspect_query` returns a :class:`QueryView` holding the data and renderable with rich
 (``Console().print(view)``). ``query_index`` is 0-based, the position in ``data/queries.jsonl``;
-the command line's ``--query`` is 1-based (the "row N" of attriblm's messages).
+the command line's ``--query`` is 1-based (the "row N" of attriblm's messages). For a ``trace``
+run (with ``generations.jsonl``) the query is a kept generation: the view also says which
+prompt it answered and the detector's verdict.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class QueryView:
     k: int
     hits: dict[str, list[Hit]]
     agreement: dict[str, dict[str, float]] = field(default_factory=dict)
+    generation: dict[str, Any] | None = None  # its generations.jsonl row (trace runs)
+    trace: dict[str, Any] = field(default_factory=dict)  # run.json["trace"]
+    n_prompts: int | None = None  # generations.jsonl rows (trace runs)
 
     @property
     def renderable(self) -> RenderableType:
@@ -61,6 +66,25 @@ def _mark(correct: bool | None) -> Text:
     return Text("✓ correct", style="green") if correct else Text("✗ incorrect", style="red")
 
 
+def _generation_line(view: QueryView) -> Text:
+    """``trace    prompt N of M (generations.jsonl) · ✓ kept by the detector --detect SPEC``."""
+    row = view.generation or {}
+    number = int(row.get("index", 0)) + 1
+    detect = view.trace.get("detect")
+    rule = view.trace.get("detector_rule")
+    line = Text("trace    ", style="bold")
+    line.append(
+        f"the response is the model's generation for prompt {number} of {view.n_prompts} "
+        "(generations.jsonl) · "
+    )
+    kept = bool(row.get("kept"))
+    verdict = "✓ kept by the detector" if kept else "– not kept by the detector"
+    line.append(verdict, style="green" if kept else "dim")
+    if detect:
+        line.append(f" --detect {detect}" + (f" ({rule})" if rule else ""))
+    return line
+
+
 def render_query(view: QueryView) -> RenderableType:
     """Build the rich renderable of a :class:`QueryView`."""
     q = view.query
@@ -71,6 +95,9 @@ def render_query(view: QueryView) -> RenderableType:
     body.append(str(q.get("response", "")) + "\n")
     body.append("label    ", style="bold")
     body.append(str(q.get("label")))
+    if view.generation is not None:
+        body.append("\n")
+        body.append_text(_generation_line(view))
     parts: list[RenderableType] = [
         Panel(body, title=f"query row {view.query_index + 1} · {view.run_dir}", expand=False)
     ]
@@ -133,4 +160,7 @@ def inspect_query(
         k=k_eff,
         hits=hits,
         agreement=overlap_matrix(hits, k_eff),
+        generation=run.generation_of(query_index),
+        trace=run.trace,
+        n_prompts=None if run.generations is None else len(run.generations),
     )

@@ -1,8 +1,10 @@
 """Read a run directory (docs/DESIGN.md §2) into plain data for the HTML report and ``inspect``.
 
-Only the files ``attribute`` and ``evaluate`` write are read: ``run.json``, ``config.yaml``,
-``data/{train,queries}.jsonl``, ``scores/<method>.safetensors`` (or ``topk.jsonl`` when a
-method has no score file), ``metrics.json`` and ``*.png``. Nothing is written.
+Only the files ``attribute``, ``trace`` and ``evaluate`` write are read, through
+:class:`attriblm.rundir.RunDir` (which owns the layout and checks ``run.json``'s
+``format_version``): ``run.json``, ``config.yaml``, ``data/{train,queries}.jsonl``,
+``scores/<method>.safetensors`` (or ``topk.jsonl`` when a method has no score file),
+``generations.jsonl`` of a ``trace`` run, ``metrics.json`` and ``*.png``. Nothing is written.
 
 Indices: ``query`` and training ``index`` values are 0-based positions in the query / train
 file; displayed "rows" are 1-based (``row = index + 1``), as in attriblm's error messages.
@@ -23,6 +25,7 @@ import yaml
 
 from attriblm.errors import AttriblmError, DataError
 from attriblm.runcheck import check_run
+from attriblm.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,24 @@ class RunData:
     metrics_source: str = "none"
     metrics_note: str = ""
     images: list[Path] = field(default_factory=list)
+    generations: list[dict[str, Any]] | None = None  # generations.jsonl of a trace run
+
+    @property
+    def layout(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def trace(self) -> dict[str, Any]:
+        """``run.json["trace"]`` of a ``trace`` run (detector, counts); ``{}`` otherwise."""
+        trace = self.info.get("trace")
+        return trace if isinstance(trace, dict) else {}
+
+    def generation_of(self, query: int) -> dict[str, Any] | None:
+        """The ``generations.jsonl`` row whose kept pair is 0-based ``query`` (trace runs)."""
+        for row in self.generations or []:
+            if row.get("kept") and row.get("query") == query:
+                return row
+        return None
 
     @property
     def n_query(self) -> int:
@@ -67,24 +88,7 @@ class RunData:
 
 def is_run_dir(path: Path) -> bool:
     """True when ``path`` looks like an ``attribute`` run directory."""
-    return (path / "run.json").is_file() and (
-        (path / "scores").is_dir() or (path / "topk.jsonl").is_file()
-    )
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"{path}: missing; is this an attriblm run directory?")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: row {number} is not valid JSON ({error.msg})") from None
-    return rows
+    return RunDir(path).is_run()
 
 
 def read_json_file(path: Path) -> Any:
@@ -105,11 +109,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _images(path: Path) -> list[Path]:
-    found = sorted(path.glob("*.png")) + sorted(path.glob("*/*.png"))
-    return [p for p in found if p.is_file()]
-
-
 def load_run(path: Path | str, *, compute_metrics: bool = True) -> RunData:
     """Load a run directory; ``compute_metrics`` evaluates in memory when no metrics.json exists.
 
@@ -119,47 +118,70 @@ def load_run(path: Path | str, *, compute_metrics: bool = True) -> RunData:
     ``topk.jsonl`` instead).
     """
     path = Path(path)
-    if not is_run_dir(path):
+    layout = RunDir(path)
+    if not layout.is_run():
         raise AttriblmError(
             f"{path}: not an attriblm run directory (needs run.json and scores/ or topk.jsonl)"
         )
-    train = _read_jsonl(path / "data" / "train.jsonl")
-    queries = _read_jsonl(path / "data" / "queries.jsonl")
+    layout.read_info()  # an unknown format version is the first thing said
+    train = layout.read_data("train")
+    queries = layout.read_data("queries")
     stored: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    if (path / "topk.jsonl").is_file():
-        for number, row in enumerate(_read_jsonl(path / "topk.jsonl"), start=1):
+    if layout.topk.is_file():
+        for number, row in enumerate(layout.read_topk(), start=1):
             try:
                 stored[(str(row["method"]), int(row["query"]))] = list(row.get("top", []))
             except (TypeError, KeyError, ValueError, AttributeError):
                 raise DataError(
-                    f"{path / 'topk.jsonl'}: row {number}: expected an object with 'method', "
+                    f"{layout.topk}: row {number}: expected an object with 'method', "
                     "'query' and 'top'"
                 ) from None
     in_topk = {method for method, _ in stored}
-    checked = check_run(path, allow_topk=True, topk_methods=in_topk)
+    checked = check_run(layout, allow_topk=True, topk_methods=in_topk)
     methods = checked.methods + sorted(in_topk - set(checked.methods))
     run = RunData(
         path=path,
-        config=_read_yaml(path / "config.yaml"),
-        config_text=(
-            (path / "config.yaml").read_text(encoding="utf-8")
-            if (path / "config.yaml").is_file()
-            else ""
-        ),
+        config=_read_yaml(layout.config_yaml),
+        config_text=layout.config_text(),
         info=checked.info,
         train=train,
         queries=queries,
         methods=methods,
         scores={m: np.asarray(matrix, dtype=np.float64) for m, matrix in checked.scores.items()},
         stored_topk=stored,
-        images=_images(path),
+        images=layout.plots(),
+        generations=_generations(layout, len(queries)),
     )
     _attach_metrics(run, compute_metrics)
     return run
 
 
+def _generations(layout: RunDir, n_query: int) -> list[dict[str, Any]] | None:
+    """``generations.jsonl`` of a trace run (``None`` without one), its kept rows checked to
+    point at the queries ``0 … n_query - 1`` in order; DataError naming the row otherwise."""
+    if not layout.has_generations():
+        return None
+    rows = layout.read_generations()
+    queries = layout.data_file("queries")
+    kept = 0
+    for number, row in enumerate(rows, start=1):
+        if not row["kept"]:
+            continue
+        if row.get("query") != kept:
+            raise DataError(
+                f"{layout.generations}: row {number}: kept generation has 'query' "
+                f"{row.get('query')!r}, expected {kept} (the kept rows are {queries} in order)"
+            )
+        kept += 1
+    if kept != n_query:
+        raise DataError(
+            f"{layout.generations}: {kept} kept generations, but {queries} has {n_query} rows"
+        )
+    return rows
+
+
 def _attach_metrics(run: RunData, compute: bool) -> None:
-    metrics_file = run.path / "metrics.json"
+    metrics_file = run.layout.metrics_json
     if metrics_file.is_file():
         run.metrics = read_json_file(metrics_file)
         run.metrics_source = "metrics.json"
@@ -241,7 +263,7 @@ def check_query(run: RunData, query: int) -> None:
     n = run.n_query
     if not 0 <= query < n:
         raise AttriblmError(
-            f"{run.path / 'data' / 'queries.jsonl'}: no query at index {query} "
+            f"{run.layout.data_file('queries')}: no query at index {query} "
             f"(the run has {n} queries: indices 0–{n - 1}, rows 1–{n})"
         )
 
