@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,12 @@ from attriblm.methods.registry import create_method, expand_method_names, get_me
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
 from attriblm.pipeline.attribute import AttributeSettings, compute_features
-from attriblm.progress import StageProgress, step_callback
+from attriblm.progress import StageProgress, no_progress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
 from attriblm.train.loss import model_per_example_loss
 from attriblm.train.optimizer_state import moments_of
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def check_base(base: LoadedModel) -> None:
@@ -112,7 +108,7 @@ def score_methods(
     settings: AttributeSettings,
     *,
     checkpoints: Sequence[Any] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, torch.Tensor]:
     """``{method: scores [n_query, n_train] float32}`` on ``loaded`` (larger = more supportive).
 

@@ -30,7 +30,7 @@ import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,17 +49,13 @@ from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
 from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_norms
 from attriblm.pipeline.attribute import AttributeSettings, compute_features
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CONFIG_FILE, TRAIN_LOG, read_train_config
 
 NAME = "convergence"
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 METRICS = ("acc", "cover", "auprc")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def resolve_methods(methods: Sequence[str]) -> list[str]:
@@ -216,7 +212,7 @@ def run_convergence(
     include_init: bool = True,
     n_boot: int = 200,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Metrics per method and ``‖Δθ‖`` at epoch 0 (optional) and every checkpoint of a fine-tune.
 

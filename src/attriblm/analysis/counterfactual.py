@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from attriblm.errors import ConfigError
 from attriblm.io import write_json
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CHECKPOINT_DIR, TrainSettings
 
@@ -78,10 +78,6 @@ __all__ = [
     "seed_agreement",
     "spearman",
 ]
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def check_seeds(seeds: int) -> int:
@@ -110,7 +106,7 @@ def run_counterfactual(
     seed: int = 0,
     loss_batch_size: int = 16,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """LDS per method from ``n_subsets × seeds`` retrainings on random subsets (module doc).
 

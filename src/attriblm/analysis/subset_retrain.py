@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,12 @@ from attriblm.io import write_json
 from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CHECKPOINT_DIR, TrainSettings
 
 NAME = "subset_retrain"
 __all__ = ["DEFAULT_METHODS", "run_subset_retrain", "top_k_union", "random_subset"]
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def top_k_union(scores: torch.Tensor, k: int, tie_seed: int = TIE_SEED) -> list[int]:
@@ -106,7 +102,7 @@ def run_subset_retrain(
     gen_batch_size: int = 16,
     seed: int = 0,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Validation accuracy after retraining on each method's top-``k`` subset; see the module doc.
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ import torch
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 
 if TYPE_CHECKING:
     from attriblm.data.schema import Example
@@ -83,10 +83,6 @@ DEFAULT_RATIOS = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 DEFAULT_DAMPINGS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 SPECTRUM = "s_i = 1 - u_i, u_i ~ U[0,1) i.i.d. (eigenvalues in (0, 1]); U = QR of N(0,1) [n, r]"
 DEFAULT_N_VECTORS = 32
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def random_spectrum(r: int, generator: torch.Generator) -> torch.Tensor:
@@ -213,7 +209,7 @@ def run_theorem1(
     queries: Sequence[Example] | None = None,
     settings: AttributeSettings | None = None,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Simulate Theorem 1; write ``OUT/theorem1.json`` and ``OUT/theorem1.png``; return the JSON.
 
