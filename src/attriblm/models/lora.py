@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from attriblm.errors import ConfigError, ModelError
+from attriblm.errors import ConfigError, ModelError, one_line
 
 _WRAPPER_PREFIXES = ("base_model.model.", "model.")
 
@@ -95,7 +95,7 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, seed: int = 42):
         except ValueError as exc:
             raise ModelError(
                 f"cannot add LoRA on target modules {list(settings.target_modules)}: "
-                f"{_one_line(exc)}"
+                f"{one_line(exc)}"
             ) from exc
 
 
@@ -170,14 +170,3 @@ def lora_delta_norms(model: torch.nn.Module) -> dict[str, float]:
         scaling = float(layer.scaling[adapter])
         norms[name + suffix] = float(torch.linalg.matrix_norm(scaling * (b @ a)))
     return norms
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a trailing-colon header joins the next line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0]
-    if text.endswith(":") and len(lines) > 1:
-        text = f"{text} {lines[1]}"
-    return text[:400]
