@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from attriblm.methods.base import method_needs
 from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.models.loading import LoadedModel
-from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
+from attriblm.models.lora import add_lora, has_lora
 from attriblm.pipeline.attribute import AttributeSettings, compute_features
 from attriblm.progress import StageProgress, no_progress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
@@ -76,18 +75,6 @@ def fresh_finetune(
     )
     log = read_json(result.out_dir / TRAIN_LOG)
     return loaded, [float(e["mean_loss"]) for e in log["epochs"]]
-
-
-def delta_summary(model: torch.nn.Module) -> dict[str, Any]:
-    """``‖Δθ‖`` per LoRA module (``‖(α/r)·BA‖_F``): mean, population std, max, per module."""
-    norms = lora_delta_norms(model)
-    values = list(norms.values())
-    return {
-        "mean": statistics.fmean(values) if values else 0.0,
-        "std": statistics.pstdev(values) if values else 0.0,
-        "max": max(values) if values else 0.0,
-        "per_module": norms,
-    }
 
 
 def resolve_methods(methods: Sequence[str]) -> list[str]:

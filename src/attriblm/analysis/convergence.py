@@ -27,7 +27,6 @@ Epoch 0 has no training loss (``None``).
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -47,7 +46,7 @@ from attriblm.methods.damping import Damping
 from attriblm.methods.registry import create_method, expand_method_names, get_method_class
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
-from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_norms
+from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_summary
 from attriblm.pipeline.attribute import AttributeSettings, compute_features
 from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
@@ -138,17 +137,6 @@ def _drop_zero_blocks(train: FeatureSet, queries: FeatureSet) -> list[str]:
     return dropped
 
 
-def _delta_summary(model: torch.nn.Module) -> dict[str, Any]:
-    norms = lora_delta_norms(model)
-    values = list(norms.values())
-    return {
-        "mean": statistics.fmean(values) if values else 0.0,
-        "std": statistics.pstdev(values) if values else 0.0,
-        "max": max(values) if values else 0.0,
-        "per_module": norms,
-    }
-
-
 def _evaluate_state(
     loaded: LoadedModel,
     train: Sequence[Example],
@@ -195,7 +183,7 @@ def _evaluate_state(
         results[name]["cover_k"] = metrics["cover_k"]
     return {
         "methods": results,
-        "delta_norm": _delta_summary(loaded.model),
+        "delta_norm": lora_delta_summary(loaded.model),
         "dropped_blocks": dropped,
     }
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
-from attriblm.analysis._retrain import check_base, delta_summary, fresh_finetune
+from attriblm.analysis._retrain import check_base, fresh_finetune
 from attriblm.analysis.generation import REFUSAL_RULE, generate_answers, is_refusal
 from attriblm.data.schema import Example
 from attriblm.data.tasks import build_task
@@ -43,6 +43,7 @@ from attriblm.data.tasks.backdoor import CLEAN
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
 from attriblm.models.loading import LoadedModel
+from attriblm.models.lora import lora_delta_summary
 from attriblm.progress import StageProgress, no_progress
 from attriblm.train.finetune import TrainSettings
 
@@ -221,7 +222,7 @@ def run_delta_theta(
                 "epochs": run_settings.epochs,
                 "train_loss": json_float(losses[-1]) if losses else None,
                 "epoch_losses": losses,
-                "delta_norm": delta_summary(loaded.model),
+                "delta_norm": lora_delta_summary(loaded.model),
                 **attack_metrics(answers_t, answers_c),
                 "finetune": str(out_path / "finetunes" / label) if run_settings.epochs else None,
                 "train_s": train_s,

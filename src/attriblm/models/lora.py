@@ -11,9 +11,11 @@ its weight change is ``Δθ = scaling · B A`` ``[out, in]``.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 
@@ -170,3 +172,16 @@ def lora_delta_norms(model: torch.nn.Module) -> dict[str, float]:
         scaling = float(layer.scaling[adapter])
         norms[name + suffix] = float(torch.linalg.matrix_norm(scaling * (b @ a)))
     return norms
+
+
+def lora_delta_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """``‖Δθ‖`` over LoRA modules (:func:`lora_delta_norms`): ``{"mean", "std" (population),
+    "max", "per_module": {name: norm}}``; all zeros (and ``{}``) for a model without LoRA."""
+    norms = lora_delta_norms(model)
+    values = list(norms.values())
+    return {
+        "mean": statistics.fmean(values) if values else 0.0,
+        "std": statistics.pstdev(values) if values else 0.0,
+        "max": max(values) if values else 0.0,
+        "per_module": norms,
+    }
