@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,29 @@ def resolve_methods(methods: Sequence[str]) -> list[str]:
     if not names:
         raise ConfigError("no methods to evaluate (--method)")
     return names
+
+
+def retrain_settings(
+    train_settings: TrainSettings | None,
+    settings: AttributeSettings | None,
+    names: Sequence[str],
+) -> tuple[TrainSettings, AttributeSettings]:
+    """``(fine-tuning settings, attribution settings)`` of a retraining diagnosis.
+
+    ``train_settings`` (default :class:`TrainSettings`) is validated; ``settings`` (default
+    :class:`AttributeSettings`) is copied with ``methods=names`` and the fine-tunes' own template,
+    loss mask and max length.
+    """
+    train_settings = train_settings if train_settings is not None else TrainSettings()
+    train_settings.validate()
+    settings = replace(
+        settings if settings is not None else AttributeSettings(),
+        methods=names,
+        template=train_settings.template,
+        loss_mask=train_settings.loss_mask,
+        max_length=train_settings.max_length,
+    )
+    return train_settings, settings
 
 
 def score_methods(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from attriblm.analysis._retrain import (
     check_base,
     fresh_finetune,
     resolve_methods,
+    retrain_settings,
     score_methods,
 )
 from attriblm.analysis.generation import (
@@ -129,15 +129,7 @@ def run_subset_retrain(
         raise ConfigError(f"--k must be at least 1, got {k}")
     if not train or not queries:
         raise ConfigError("subset-retrain needs training rows and validation queries")
-    train_settings = train_settings if train_settings is not None else TrainSettings()
-    train_settings.validate()
-    settings = replace(
-        settings if settings is not None else AttributeSettings(),
-        methods=names,
-        template=train_settings.template,
-        loss_mask=train_settings.loss_mask,
-        max_length=train_settings.max_length,
-    )
+    train_settings, settings = retrain_settings(train_settings, settings, names)
     mode = resolve_expect(queries, expect)
     expected = [expected_text(q, mode) for q in queries]
     sources = {"train": "train", "queries": "queries", **(sources or {})}
