@@ -137,9 +137,17 @@ def run_subset_retrain(
     out_path = output_dir(out)
     started = time.perf_counter()
     fits = _Fits(
-        base, train, queries, expected, train_settings, out_path / "finetunes", sources["train"],
-        max_new_tokens, gen_batch_size, progress,
-    )  # fmt: skip
+        base=base,
+        train=train,
+        queries=queries,
+        expected=expected,
+        settings=train_settings,
+        root=out_path / "finetunes",
+        data_source=sources["train"],
+        max_new_tokens=max_new_tokens,
+        gen_batch_size=gen_batch_size,
+        progress=progress,
+    )
     full_model, full = fits.train_and_score(list(range(len(train))), "full")
     checkpoints = load_checkpoints(fits.root / "full" / CHECKPOINT_DIR)
     scores = score_methods(
@@ -170,15 +178,7 @@ def run_subset_retrain(
             "decoding": "greedy (do_sample=False), left-padded batches",
         },
         "expect": mode,
-        "accuracy_rule": (
-            "accuracy = share of queries whose greedy answer contains the expected text "
-            "(whitespace collapsed, case-insensitive); expected = "
-            + (
-                "the query's label"
-                if mode == "label"
-                else "the last non-empty line of the query's reference response"
-            )
-        ),
+        "accuracy_rule": _accuracy_rule(mode),
         "subset_rule": f"union over queries of each query's top-{k} training rows by score "
         f"({TIE_RULE}; tie_seed {TIE_SEED}); random = seeded sample of the same size",
         "expected": expected,
@@ -187,6 +187,19 @@ def run_subset_retrain(
     write_json(out_path / f"{NAME}.json", report)
     plot_subset_retrain(report, out_path / f"{NAME}.png")
     return report
+
+
+def _accuracy_rule(mode: str) -> str:
+    """The report's ``accuracy_rule`` under ``expect = mode`` (``label`` or ``response``)."""
+    expected = (
+        "the query's label"
+        if mode == "label"
+        else "the last non-empty line of the query's reference response"
+    )
+    return (
+        "accuracy = share of queries whose greedy answer contains the expected text "
+        "(whitespace collapsed, case-insensitive); expected = " + expected
+    )
 
 
 @dataclass(frozen=True)
