@@ -19,7 +19,7 @@ response loss whatever mask the fine-tune used.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,12 @@ from attriblm.methods.registry import create_method
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings, encode_with_warning
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 
 NAME = "layer_sweep"
 METHODS = ("rept", "repsim")
 METRICS = ("acc", "cover", "auprc")
 LABELS = {"acc": "Acc (top-1)", "cover": "Cover", "auprc": "AUPRC"}
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def resolve_layers(layers: Sequence[int] | None, total: int) -> list[int]:
@@ -114,7 +110,7 @@ def run_layer_sweep(
     layers: Sequence[int] | None = None,
     n_boot: int = 200,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Acc / Cover / AUPRC of ``rept`` and ``repsim`` per layer; writes JSON and PNG (module doc).
 

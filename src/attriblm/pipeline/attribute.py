@@ -84,7 +84,7 @@ from attriblm.methods.streaming import STREAMABLE, streamed_output
 from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.outputs import RUN, check_output_dir, check_store_dir, output_lock
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.rundir import RunDir, method_file
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 from attriblm.train.optimizer_state import AdamMoments, moments_of
@@ -169,10 +169,6 @@ class AttributionRun:
     out_dir: Path
     scores: dict[str, torch.Tensor]
     info: dict
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def _versions() -> dict[str, str]:
@@ -294,7 +290,7 @@ def compute_features(
     source: str,
     need_kfac: bool = False,
     checkpoints: Sequence[Checkpoint] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     timings: dict[str, float] | None = None,
     store: FeatureStore | None = None,
     role: str = "features",
@@ -602,7 +598,7 @@ def attribute(
     out_dir: Path | str,
     *,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     command_options: dict | None = None,
     finalize: Callable[[Path], None] | None = None,
     overwrite: bool = False,
