@@ -20,6 +20,7 @@ DIAG_DIR is the output of ``benchmarks/run_diagnoses.sh DIAG_DIR``: one section 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -285,6 +286,8 @@ def main() -> None:
     parser.add_argument("--diagnoses", type=Path, help="benchmarks/run_diagnoses.sh output")
     parser.add_argument("--diagnoses-shown-dir", default="diag")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
+    parser.add_argument("--traces", type=Path, help="benchmarks/run_traces.sh output")
+    parser.add_argument("--traces-shown-dir", default="traces")
     parser.add_argument(
         "--earlier",
         default=EARLIER_RESULTS,
@@ -312,9 +315,12 @@ def main() -> None:
         text += "\n" + _compare_section(args.bench, args.study_bench)
     if args.diagnoses is not None:
         text += "\n" + _diagnoses_section(args.diagnoses, args.diagnoses_shown_dir, image_dir)
+    traced = [] if args.traces is None else traced_tasks(args.traces)
+    if traced:
+        text += "\n" + traces_section(args.traces, args.traces_shown_dir, traced)
     text += not_regenerated_section(
         _grid_tasks(args.bench), _grid_tasks(args.study_bench), args.diagnoses is not None,
-        args.earlier,
+        args.earlier, traced,
     )  # fmt: skip
     write_text(args.out, text)
     print(f"wrote {args.out}")
@@ -338,11 +344,50 @@ def _grid_tasks(bench: Path | None) -> list[str]:
     return list(read_json(BenchDir(bench).bench_json)["grid"]["tasks"])
 
 
+TRACE_TASKS = {
+    "planted-fact": "the planted false fact (`--detect contains:Ag`)",
+    "backdoor-1": "the backdoor's compliant answers on triggered prompts (`--detect no-refusal`)",
+}
+TRACES_HEADER = """## Tracing the model's own generations
+
+Made by `benchmarks/run_traces.sh {shown}` ({minutes:.1f} min of wall time, 2 CPU cores): fine-tune
+the default model with the quick recipe (3 epochs, learning rate 0.001, batch 8, LoRA r 4 on
+q_proj, v_proj; not the study's), generate greedily for the task's test prompts, keep the
+generations that show the behaviour, and attribute each kept one to the training rows
+(`attriblm trace`). P@k and auPRC@k are the pooled top-k numbers over all kept generations
+(relevance = the target label; attriblm.metrics.pooled); Acc and Cover are per query.
+"""
+
+
+def traced_tasks(traces: Path) -> list[str]:
+    """The tasks of TRACE_TASKS whose trace run exists under ``traces``."""
+    return [t for t in TRACE_TASKS if (traces / t / "trace" / "run.json").is_file()]
+
+
+def traces_section(traces: Path, shown: str, tasks: list[str]) -> str:
+    """One table per traced task (attriblm.pipeline.trace_summary)."""
+    from attriblm.pipeline.trace_summary import trace_markdown
+
+    timings = traces / "timings.jsonl"
+    steps = [json.loads(line) for line in timings.read_text().splitlines() if line.strip()]
+    text = TRACES_HEADER.format(shown=shown, minutes=sum(s["seconds"] for s in steps) / 60)
+    for task in tasks:
+        text += f"\n### {task}: {TRACE_TASKS[task]}\n\n" + trace_markdown(traces / task / "trace")
+    return text
+
+
 def not_regenerated_section(
-    builder_tasks: list[str], study_tasks: list[str], diagnoses: bool, earlier: str
+    builder_tasks: list[str],
+    study_tasks: list[str],
+    diagnoses: bool,
+    earlier: str,
+    traced: list[str] | None = None,
 ) -> str:
     """A section naming what this document does not measure (empty when it measures it all)."""
     parts = []
+    untraced = [t for t in TRACE_TASKS if t not in (traced or [])]
+    if untraced:
+        parts.append("the trace of " + ", ".join(f"{t} ({TRACE_TASKS[t]})" for t in untraced))
     for side, tasks in (("the builder grid", builder_tasks), ("the study-data grid", study_tasks)):
         missing = [t for t in ALL_TASKS if t not in tasks]
         if missing:
@@ -368,6 +413,8 @@ def _regenerate_command(args: argparse.Namespace) -> str:
     parts.append(f"--out {args.out}")
     if args.diagnoses is not None:
         parts.append(f"--diagnoses {args.diagnoses_shown_dir}")
+    if args.traces is not None:
+        parts.append(f"--traces {args.traces_shown_dir}")
     if args.earlier != EARLIER_RESULTS:
         parts.append(f"--earlier {args.earlier}")
     return " ".join(parts)

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from attriblm import progress as progress_module
-from attriblm.progress import set_log_format, stage_progress
+from attriblm.progress import no_progress, set_log_format, stage_progress
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +73,25 @@ def test_quiet_shows_no_progress_but_keeps_warnings(capsys):
             warnings.warn("inside a quiet stage", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["inside a quiet stage"]
     assert capsys.readouterr().err == ""
+
+
+def test_no_progress_is_silent_and_what_quiet_yields(capsys):
+    advance = no_progress("fine-tuning", 3)
+    assert advance(1) is None and advance(2) is None
+    assert capsys.readouterr() == ("", "")
+    with stage_progress(False) as make:
+        assert make is no_progress
+
+
+def test_library_defaults_share_no_progress():
+    import inspect
+
+    from attriblm.analysis.counterfactual import run_counterfactual
+    from attriblm.analysis.theorem1 import run_theorem1
+    from attriblm.pipeline.attribute import attribute
+
+    for function in (run_counterfactual, run_theorem1, attribute):
+        assert inspect.signature(function).parameters["progress"].default is no_progress
 
 
 def test_cli_warnings_are_one_line_without_source_echo():

@@ -33,3 +33,16 @@ class OutputError(AttriblmError):
 class FileFormatError(DataError, ValueError):
     """A JSON, YAML or safetensors file is not valid (the message names it). Also a
     ``ValueError``, so code that treats an unparsable file as absent keeps doing so."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message as one line for an error message: its first non-blank line (joined with
+    the next when it ends in a colon, a header), cut to 400 characters; the class name when the
+    message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return text[:400]

@@ -46,6 +46,18 @@ LOG_FORMATS = ("text", "json")
 _log_format = {"value": "text"}
 
 
+def _ignore(_n: int) -> None:
+    """An ``advance(n)`` that shows nothing."""
+
+
+def no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    """The silent :data:`StageProgress`: every stage's ``advance(n)`` does nothing.
+
+    The default ``progress`` of library functions (and what ``stage_progress(False)`` yields).
+    """
+    return _ignore
+
+
 def set_log_format(name: str) -> None:
     """``text`` (rich bars) or ``json`` (JSON lines on stderr) for every later stage."""
     if name not in LOG_FORMATS:
@@ -120,7 +132,7 @@ def stage_progress(enabled: bool = True) -> Iterator[StageProgress]:
     Disabled (``--quiet``): no progress is shown (warnings are left alone).
     """
     if not enabled:
-        yield lambda _description, _total: lambda _n: None
+        yield no_progress
         return
     if _log_format["value"] == "json":
         yield _line_stage(_json_line, 1.0)

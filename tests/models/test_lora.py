@@ -9,6 +9,7 @@ from attriblm.models.lora import (
     add_lora,
     has_lora,
     lora_delta_norms,
+    lora_delta_summary,
     lora_linears,
 )
 from attriblm.models.tiny import build_tiny_model
@@ -54,6 +55,7 @@ def test_plain_model_has_no_blocks():
     model, _ = build_tiny_model(seed=0)
     assert lora_linears(model) == []
     assert lora_delta_norms(model) == {}
+    assert lora_delta_summary(model) == {"mean": 0.0, "std": 0.0, "max": 0.0, "per_module": {}}
     assert not has_lora(model)
 
 
@@ -72,6 +74,21 @@ def test_delta_norms_zero_at_init_then_scaling_times_ba(wrapped):
     b = blocks[f"{module}.lora_B"].weight.double()
     expected = torch.linalg.matrix_norm((32 / 4) * (b @ a)).item()
     assert lora_delta_norms(wrapped)[module] == pytest.approx(expected, rel=1e-12)
+
+
+def test_delta_summary_is_mean_population_std_and_max_over_modules(wrapped):
+    blocks = dict(lora_linears(wrapped))
+    with torch.no_grad():
+        for i, (name, linear) in enumerate(blocks.items()):
+            if name.endswith("lora_B"):
+                linear.weight.fill_(0.1 * i)
+    summary = lora_delta_summary(wrapped)
+    values = torch.tensor(list(lora_delta_norms(wrapped).values()), dtype=torch.float64)
+    assert summary["per_module"] == lora_delta_norms(wrapped)
+    assert len(set(summary["per_module"].values())) == 4  # distinct: std > 0
+    assert summary["mean"] == pytest.approx(values.mean().item(), rel=1e-12)
+    assert summary["std"] == pytest.approx(values.std(correction=0).item(), rel=1e-12)
+    assert summary["max"] == values.max().item()
 
 
 def test_add_lora_is_seeded_and_keeps_global_rng():

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import copy
-import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,15 @@ from attriblm.io import read_json
 from attriblm.methods.base import method_needs
 from attriblm.methods.registry import get_method_class
 from attriblm.models.loading import LoadedModel
-from attriblm.models.lora import add_lora, has_lora, lora_delta_norms
+from attriblm.models.lora import add_lora, has_lora
 from attriblm.models.loss import model_per_example_loss
 from attriblm.pipeline.plan import resolve_methods  # noqa: F401  (the diagnoses' one)
 from attriblm.pipeline.scoring import fit_and_score, prepare_features
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress, step_callback
+from attriblm.progress import StageProgress, no_progress, step_callback
 from attriblm.train.finetune import TRAIN_LOG, TrainSettings, finetune
 
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def check_base(base: LoadedModel) -> None:
@@ -82,16 +78,27 @@ def fresh_finetune(
     return loaded, [float(e["mean_loss"]) for e in log["epochs"]]
 
 
-def delta_summary(model: torch.nn.Module) -> dict[str, Any]:
-    """``‖Δθ‖`` per LoRA module (``‖(α/r)·BA‖_F``): mean, population std, max, per module."""
-    norms = lora_delta_norms(model)
-    values = list(norms.values())
-    return {
-        "mean": statistics.fmean(values) if values else 0.0,
-        "std": statistics.pstdev(values) if values else 0.0,
-        "max": max(values) if values else 0.0,
-        "per_module": norms,
-    }
+def retrain_settings(
+    train_settings: TrainSettings | None,
+    settings: AttributeSettings | None,
+    names: Sequence[str],
+) -> tuple[TrainSettings, AttributeSettings]:
+    """``(fine-tuning settings, attribution settings)`` of a retraining diagnosis.
+
+    ``train_settings`` (default :class:`TrainSettings`) is validated; ``settings`` (default
+    :class:`AttributeSettings`) is copied with ``methods=names`` and the fine-tunes' own template,
+    loss mask and max length.
+    """
+    train_settings = train_settings if train_settings is not None else TrainSettings()
+    train_settings.validate()
+    settings = replace(
+        settings if settings is not None else AttributeSettings(),
+        methods=names,
+        template=train_settings.template,
+        loss_mask=train_settings.loss_mask,
+        max_length=train_settings.max_length,
+    )
+    return train_settings, settings
 
 
 def score_methods(
@@ -102,7 +109,7 @@ def score_methods(
     settings: AttributeSettings,
     *,
     checkpoints: Sequence[Any] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     store_dir: Path | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{method: scores [n_query, n_train] float32}`` on ``loaded`` (larger = more supportive).

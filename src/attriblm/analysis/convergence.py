@@ -27,10 +27,9 @@ Epoch 0 has no training loss (``None``).
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,21 +44,17 @@ from attriblm.io import read_json, save_tensors, write_json
 from attriblm.methods.base import FeatureSet, method_needs
 from attriblm.metrics.ranking import evaluate_scores
 from attriblm.models.loading import LoadedModel
-from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_norms
+from attriblm.models.lora import LoraSettings, add_lora, has_lora, lora_delta_summary
 from attriblm.pipeline import plan
 from attriblm.pipeline.scoring import fit_and_score, prepare_features
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CONFIG_FILE, TRAIN_LOG, read_train_config
 
 NAME = "convergence"
 DEFAULT_METHODS = ("gradsim", "datainf", "lissa-paper", "repsim")
 METRICS = ("acc", "cover", "auprc")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def resolve_methods(methods: Sequence[str]) -> list[str]:
@@ -138,17 +133,6 @@ def _drop_zero_blocks(train: FeatureSet, queries: FeatureSet) -> list[str]:
     return dropped
 
 
-def _delta_summary(model: torch.nn.Module) -> dict[str, Any]:
-    norms = lora_delta_norms(model)
-    values = list(norms.values())
-    return {
-        "mean": statistics.fmean(values) if values else 0.0,
-        "std": statistics.pstdev(values) if values else 0.0,
-        "max": max(values) if values else 0.0,
-        "per_module": norms,
-    }
-
-
 def _evaluate_state(
     loaded: LoadedModel,
     train: Sequence[Example],
@@ -179,7 +163,7 @@ def _evaluate_state(
         results[name]["cover_k"] = metrics["cover_k"]
     return {
         "methods": results,
-        "delta_norm": _delta_summary(loaded.model),
+        "delta_norm": lora_delta_summary(loaded.model),
         "dropped_blocks": dropped,
     }
 
@@ -196,7 +180,7 @@ def run_convergence(
     include_init: bool = True,
     n_boot: int = 200,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Metrics per method and ``‖Δθ‖`` at epoch 0 (optional) and every checkpoint of a fine-tune.
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.analysis._retrain import (
@@ -42,6 +43,7 @@ from attriblm.analysis._retrain import (
     fresh_finetune,
     query_losses,
     resolve_methods,
+    retrain_settings,
     score_methods,
 )
 from attriblm.analysis.lds import (
@@ -58,7 +60,7 @@ from attriblm.errors import ConfigError
 from attriblm.io import write_json
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CHECKPOINT_DIR, TrainSettings
 
@@ -66,6 +68,23 @@ NAME = "counterfactual"
 RANDOM_BASELINE = "random"
 LABEL_BASELINE = "same-label"
 DEFAULT_SEEDS = 2
+# the report's "definitions": what each number is
+_DEFINITIONS = {
+    "actual": "Δ_j(q) = mean over training seeds k of L_{j,k}(q) − L_full(q), L = "
+    "per_example_loss (the training objective) of query q under the model retrained on "
+    "subset j with seed k",
+    "predicted": "p_j(q) = −Σ_{i∈S_j} s(q, i): larger score = more supportive = lower "
+    "loss, hence the minus",
+    "lds": "mean over queries of Spearman across subsets of (p_j(q), Δ_j(q)); queries "
+    "with constant values skipped; 95% percentile bootstrap over queries",
+    "reference": "subtracting L_full or L_base is a per-query constant: the LDS is the "
+    "same for both",
+    "baseline_random": "scores i.i.d. N(0, 1) from the seed",
+    "baseline_label": "s(q, i) = 1 if label_i == label_q else 0",
+    "seed_noise_ceiling": "the LDS statistic between two seeds' actual changes "
+    "L_{j,a}(q) − L_full(q) and L_{j,b}(q) − L_full(q), per query the mean over seed "
+    "pairs: how well one retraining predicts another",
+}
 __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_SEEDS",
@@ -78,10 +97,6 @@ __all__ = [
     "seed_agreement",
     "spearman",
 ]
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def check_seeds(seeds: int) -> int:
@@ -110,7 +125,7 @@ def run_counterfactual(
     seed: int = 0,
     loss_batch_size: int = 16,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """LDS per method from ``n_subsets × seeds`` retrainings on random subsets (module doc).
 
@@ -139,85 +154,24 @@ def run_counterfactual(
     if not train or not queries:
         raise ConfigError("counterfactual needs training rows and queries")
     subsets = random_subsets(len(train), n_subsets, fraction, seed)
-    train_settings = train_settings if train_settings is not None else TrainSettings()
-    train_settings.validate()
-    settings = replace(
-        settings if settings is not None else AttributeSettings(),
-        methods=names,
-        template=train_settings.template,
-        loss_mask=train_settings.loss_mask,
-        max_length=train_settings.max_length,
-    )
+    train_settings, settings = retrain_settings(train_settings, settings, names)
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     out_path = output_dir(out)
     started = time.perf_counter()
-
     full_dir = out_path / "finetunes" / "full"
-    full_model, _ = fresh_finetune(
-        base,
-        train,
-        train_settings,
-        full_dir,
-        data_source=f"{sources['train']}:full",
-        progress=progress,
-    )
-    loss_full = query_losses(full_model, queries, train_settings, loss_batch_size)
-    loss_base = query_losses(base, queries, train_settings, loss_batch_size)
-    scores = score_methods(
-        full_model,
-        train,
-        queries,
-        names,
-        settings,
-        checkpoints=load_checkpoints(full_dir / CHECKPOINT_DIR),
-        progress=progress,
-    )
-    del full_model
-    baselines = {
-        RANDOM_BASELINE: random_scores(len(queries), len(train), seed),
-        LABEL_BASELINE: label_indicator_scores(
-            [e.label for e in train], [e.label for e in queries]
-        ),
-    }
-
+    fit = _FitSettings(train_settings, loss_batch_size, sources["train"], progress)
+    loss_full, loss_base, scores = _full_fit(base, train, queries, names, settings, full_dir, fit)
+    baselines = _baseline_scores(train, queries, seed)
     train_seeds = [train_settings.seed + k for k in range(seeds)]
-    tick = progress("retraining on subsets", len(subsets) * seeds)
-    per_seed = []  # [n_seeds][n_subsets] of [n_query]
-    with tempfile.TemporaryDirectory(prefix="attriblm-counterfactual-") as tmp:
-        for k, train_seed in enumerate(train_seeds):
-            seed_settings = replace(train_settings, seed=train_seed)
-            row = []
-            for j, rows in enumerate(subsets):
-                loaded, _ = fresh_finetune(
-                    base,
-                    [train[i] for i in rows],
-                    seed_settings,
-                    Path(tmp) / f"subset-{j:03d}-seed-{k}",
-                    data_source=f"{sources['train']}:subset-{j}:seed-{train_seed}",
-                )
-                row.append(query_losses(loaded, queries, train_settings, loss_batch_size).numpy())
-                del loaded
-                tick(1)
-            per_seed.append(np.stack(row))
-    losses_per_seed = np.stack(per_seed)  # [n_seeds, n_subsets, n_query]
+    losses_per_seed = _subset_losses(base, train, queries, subsets, train_seeds, fit)
     losses = losses_per_seed.mean(axis=0)
     actual = losses - loss_full.numpy()[None, :]
-    results: dict[str, dict[str, Any]] = {}
-    predicted: dict[str, list[list[float]]] = {}
-    for name, matrix in {**scores, **baselines}.items():
-        pred = predicted_loss_change(matrix, subsets)
-        lds = linear_datamodeling_score(pred, actual, n_boot=n_boot, seed=seed)
-        results[name] = {"lds": lds.pop("value"), **lds}
-        predicted[name] = pred.tolist()
+    results, predicted = _score_rows({**scores, **baselines}, subsets, actual, n_boot, seed)
     baseline_random = results.pop(RANDOM_BASELINE)
     baseline_label = results.pop(LABEL_BASELINE)
     predicted.pop(RANDOM_BASELINE)
     ceiling = seed_agreement(losses_per_seed, n_boot=n_boot, seed=seed)
     ceiling = {"lds": ceiling.pop("value"), **ceiling}
-
-    def nested(array: np.ndarray) -> list:
-        return [nested(a) for a in array] if array.ndim > 1 else [json_float(v) for v in array]
-
     report: dict[str, Any] = {
         "diagnosis": "counterfactual",
         "model": base.identity.get("spec"),
@@ -242,35 +196,9 @@ def run_counterfactual(
             "damping_mode": settings.damping_mode,
             "damping": settings.damping,
         },
-        "definitions": {
-            "actual": "Δ_j(q) = mean over training seeds k of L_{j,k}(q) − L_full(q), L = "
-            "per_example_loss (the training objective) of query q under the model retrained on "
-            "subset j with seed k",
-            "predicted": "p_j(q) = −Σ_{i∈S_j} s(q, i): larger score = more supportive = lower "
-            "loss, hence the minus",
-            "lds": "mean over queries of Spearman across subsets of (p_j(q), Δ_j(q)); queries "
-            "with constant values skipped; 95% percentile bootstrap over queries",
-            "reference": "subtracting L_full or L_base is a per-query constant: the LDS is the "
-            "same for both",
-            "baseline_random": "scores i.i.d. N(0, 1) from the seed",
-            "baseline_label": "s(q, i) = 1 if label_i == label_q else 0",
-            "seed_noise_ceiling": "the LDS statistic between two seeds' actual changes "
-            "L_{j,a}(q) − L_full(q) and L_{j,b}(q) − L_full(q), per query the mean over seed "
-            "pairs: how well one retraining predicts another",
-        },
+        "definitions": dict(_DEFINITIONS),
         "subsets": subsets,
-        "losses": {
-            "full": [json_float(v) for v in loss_full.tolist()],
-            "base": [json_float(v) for v in loss_base.tolist()],
-            "subsets": nested(losses),
-            "subsets_per_seed": nested(losses_per_seed),
-        },
-        "actual_change": {
-            "vs_full": nested(actual),
-            "vs_base": nested(losses - loss_base.numpy()[None, :]),
-            "mean_vs_full": json_float(float(actual.mean())),
-            "mean_vs_base": json_float(float((losses - loss_base.numpy()[None, :]).mean())),
-        },
+        **_loss_fields(loss_full.numpy(), loss_base.numpy(), losses, losses_per_seed),
         "predicted_change": predicted,
         "finetune": str(full_dir),
         "wall_s": time.perf_counter() - started,
@@ -278,6 +206,140 @@ def run_counterfactual(
     write_json(out_path / f"{NAME}.json", report)
     plot_counterfactual(report, out_path / f"{NAME}.png")
     return report
+
+
+@dataclass(frozen=True)
+class _FitSettings:
+    """How every model of a run is fine-tuned and its query losses measured."""
+
+    train: TrainSettings
+    loss_batch_size: int
+    data_source: str  # the training rows' name, for the fine-tunes' data_source
+    progress: StageProgress
+
+
+def _full_fit(
+    base: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    names: Sequence[str],
+    settings: AttributeSettings,
+    full_dir: Path,
+    fit: _FitSettings,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Fine-tune on all of ``train`` (kept in ``full_dir``); ``(L_full [n_query], L_base
+    [n_query], {method: scores [n_query, n_train]})``, scores on the full fine-tune."""
+    full_model, _ = fresh_finetune(
+        base,
+        train,
+        fit.train,
+        full_dir,
+        data_source=f"{fit.data_source}:full",
+        progress=fit.progress,
+    )
+    loss_full = query_losses(full_model, queries, fit.train, fit.loss_batch_size)
+    loss_base = query_losses(base, queries, fit.train, fit.loss_batch_size)
+    scores = score_methods(
+        full_model,
+        train,
+        queries,
+        names,
+        settings,
+        checkpoints=load_checkpoints(full_dir / CHECKPOINT_DIR),
+        progress=fit.progress,
+    )
+    return loss_full, loss_base, scores
+
+
+def _baseline_scores(
+    train: Sequence[Example], queries: Sequence[Example], seed: int
+) -> dict[str, torch.Tensor]:
+    """The baselines' score matrices ``[n_query, n_train]`` float32: seeded i.i.d. N(0, 1), and
+    1 where the training row has the query's label (else 0)."""
+    return {
+        RANDOM_BASELINE: random_scores(len(queries), len(train), seed),
+        LABEL_BASELINE: label_indicator_scores(
+            [e.label for e in train], [e.label for e in queries]
+        ),
+    }
+
+
+def _subset_losses(
+    base: LoadedModel,
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    subsets: Sequence[Sequence[int]],
+    train_seeds: Sequence[int],
+    fit: _FitSettings,
+) -> np.ndarray:
+    """``[n_seeds, n_subsets, n_query]``: each query's loss after fine-tuning on each subset with
+    each training seed (adapters in a temporary directory, not kept)."""
+    tick = fit.progress("retraining on subsets", len(subsets) * len(train_seeds))
+    per_seed = []  # [n_seeds][n_subsets] of [n_query]
+    with tempfile.TemporaryDirectory(prefix="attriblm-counterfactual-") as tmp:
+        for k, train_seed in enumerate(train_seeds):
+            seed_settings = replace(fit.train, seed=train_seed)
+            row = []
+            for j, rows in enumerate(subsets):
+                loaded, _ = fresh_finetune(
+                    base,
+                    [train[i] for i in rows],
+                    seed_settings,
+                    Path(tmp) / f"subset-{j:03d}-seed-{k}",
+                    data_source=f"{fit.data_source}:subset-{j}:seed-{train_seed}",
+                )
+                row.append(query_losses(loaded, queries, fit.train, fit.loss_batch_size).numpy())
+                del loaded
+                tick(1)
+            per_seed.append(np.stack(row))
+    return np.stack(per_seed)
+
+
+def _score_rows(
+    scores: dict[str, torch.Tensor],
+    subsets: Sequence[Sequence[int]],
+    actual: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[list[float]]]]:
+    """Per score matrix ``[n_query, n_train]``: its LDS row against ``actual [n_subsets,
+    n_query]`` and its predicted changes ``[n_subsets][n_query]``."""
+    results: dict[str, dict[str, Any]] = {}
+    predicted: dict[str, list[list[float]]] = {}
+    for name, matrix in scores.items():
+        pred = predicted_loss_change(matrix, subsets)
+        lds = linear_datamodeling_score(pred, actual, n_boot=n_boot, seed=seed)
+        results[name] = {"lds": lds.pop("value"), **lds}
+        predicted[name] = pred.tolist()
+    return results, predicted
+
+
+def _nested(array: np.ndarray) -> list:
+    """``array`` as nested lists of JSON-safe floats (NaN and ±inf → ``None``)."""
+    return [_nested(a) for a in array] if array.ndim > 1 else [json_float(v) for v in array]
+
+
+def _loss_fields(
+    loss_full: np.ndarray, loss_base: np.ndarray, losses: np.ndarray, per_seed: np.ndarray
+) -> dict[str, Any]:
+    """The report's ``losses`` and ``actual_change``: ``L_full``, ``L_base`` ``[n_query]``, the
+    seed-mean subset losses ``[n_subsets, n_query]`` and those per seed, and the changes."""
+    actual = losses - loss_full[None, :]
+    vs_base = losses - loss_base[None, :]
+    return {
+        "losses": {
+            "full": [json_float(v) for v in loss_full.tolist()],
+            "base": [json_float(v) for v in loss_base.tolist()],
+            "subsets": _nested(losses),
+            "subsets_per_seed": _nested(per_seed),
+        },
+        "actual_change": {
+            "vs_full": _nested(actual),
+            "vs_base": _nested(vs_base),
+            "mean_vs_full": json_float(float(actual.mean())),
+            "mean_vs_base": json_float(float(vs_base.mean())),
+        },
+    }
 
 
 def plot_counterfactual(report: dict[str, Any], path: Path) -> Path:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
-from attriblm.analysis._retrain import check_base, delta_summary, fresh_finetune
+from attriblm.analysis._retrain import check_base, fresh_finetune
 from attriblm.analysis.generation import REFUSAL_RULE, generate_answers, is_refusal
 from attriblm.data.schema import Example
 from attriblm.data.tasks import build_task
@@ -43,7 +43,8 @@ from attriblm.data.tasks.backdoor import CLEAN
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
 from attriblm.models.loading import LoadedModel
-from attriblm.progress import StageProgress
+from attriblm.models.lora import lora_delta_summary
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.finetune import TrainSettings
 
 NAME = "delta_theta"
@@ -55,9 +56,13 @@ SUCCESS_RULE = (
     "refusal; " + REFUSAL_RULE + " (prefix matching, not the paper's harmfulness classifier)"
 )
 
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
+# the report's fixed fields: how success, the poisoned subsets and ‖Δθ‖ are defined
+_RULES = {
+    "success_rule": SUCCESS_RULE,
+    "poison_rule": "all clean rows + round(p·n_clean/(1−p)) poisoned rows, the first of one "
+    "seeded permutation (nested across fractions)",
+    "delta_norm_definition": "per LoRA module ‖(α/r)·B A‖_F; mean and population std over modules",
+}
 
 
 def poison_subset(
@@ -142,7 +147,7 @@ def run_delta_theta(
     max_new_tokens: int = 32,
     gen_batch_size: int = 16,
     data_seed: int = 42,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """``‖Δθ‖`` and attack success per backdoor strength; see the module docstring.
 
@@ -182,57 +187,17 @@ def run_delta_theta(
     clean_test = [e for e in data["test"] if e.label == CLEAN]
     if not triggered or not clean_test:
         raise ConfigError("--n-test-per-class must be at least 1 (no held-out requests)")
-    plans = []  # every strength's data and settings, checked before any training
-    for value in strengths:
-        fraction = value if vary == "poison" else poison_fraction
-        run_settings = replace(settings, epochs=int(value)) if vary == "epochs" else settings
-        if vary == "epochs" and run_settings.epochs > 0:
-            run_settings.validate()
-        plans.append((value, run_settings, poison_subset(data["train"], fraction, data_seed)))
+    plans = _plans(data["train"], vary, strengths, settings, poison_fraction, data_seed)
     out_path = output_dir(out)
     started = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    for value, run_settings, train in plans:
-        label = f"{vary}-{value:g}"
-        t0 = time.perf_counter()
-        loaded, losses = fresh_finetune(
-            base,
-            train,
-            run_settings,
-            out_path / "finetunes" / label,
-            data_source=f"{task}:{label}",
-            progress=progress,
+    held_out = _HeldOut(triggered, clean_test, max_new_tokens, gen_batch_size)
+    finetunes = out_path / "finetunes"
+    runs = [
+        _run_strength(
+            base, value, f"{vary}-{value:g}", plan, rows, held_out, finetunes, task, progress
         )
-        train_s = time.perf_counter() - t0
-        tick = progress(f"generate · {label}", len(triggered) + len(clean_test))
-        kwargs = {
-            "template": run_settings.template,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": gen_batch_size,
-            "max_length": run_settings.max_length,
-            "progress": tick,
-        }
-        answers_t = generate_answers(loaded, [e.prompt for e in triggered], **kwargs)
-        answers_c = generate_answers(loaded, [e.prompt for e in clean_test], **kwargs)
-        n_poisoned = sum(e.label != CLEAN for e in train)
-        runs.append(
-            {
-                "strength": value,
-                "label": label,
-                "n_train": len(train),
-                "n_poisoned": n_poisoned,
-                "poison_fraction": n_poisoned / len(train),
-                "epochs": run_settings.epochs,
-                "train_loss": json_float(losses[-1]) if losses else None,
-                "epoch_losses": losses,
-                "delta_norm": delta_summary(loaded.model),
-                **attack_metrics(answers_t, answers_c),
-                "finetune": str(out_path / "finetunes" / label) if run_settings.epochs else None,
-                "train_s": train_s,
-                "answers": {"triggered": answers_t, "clean": answers_c},
-            }
-        )
-        del loaded
+        for value, plan, rows in plans
+    ]
     report: dict[str, Any] = {
         "diagnosis": "delta-theta",
         "model": base.identity.get("spec"),
@@ -254,11 +219,7 @@ def run_delta_theta(
             "gen_batch_size": gen_batch_size,
             "decoding": "greedy (do_sample=False), left-padded batches",
         },
-        "success_rule": SUCCESS_RULE,
-        "poison_rule": "all clean rows + round(p·n_clean/(1−p)) poisoned rows, the first of one "
-        "seeded permutation (nested across fractions)",
-        "delta_norm_definition": "per LoRA module ‖(α/r)·B A‖_F; mean and population std over "
-        "modules",
+        **_RULES,
         "held_out": {
             "triggered": [e.prompt for e in triggered],
             "clean": [e.prompt for e in clean_test],
@@ -269,6 +230,87 @@ def run_delta_theta(
     write_json(out_path / f"{NAME}.json", report)
     plot_delta_theta(report, out_path / f"{NAME}.png")
     return report
+
+
+def _plans(
+    train: Sequence[Example],
+    vary: str,
+    strengths: Sequence[float],
+    settings: TrainSettings,
+    poison_fraction: float | None,
+    data_seed: int,
+) -> list[tuple[float, TrainSettings, list[Example]]]:
+    """``(strength, its fine-tuning settings, its training rows)`` of every strength, all checked
+    (ConfigError) before anything trains."""
+    plans = []
+    for value in strengths:
+        fraction = value if vary == "poison" else poison_fraction
+        run_settings = replace(settings, epochs=int(value)) if vary == "epochs" else settings
+        if vary == "epochs" and run_settings.epochs > 0:
+            run_settings.validate()
+        plans.append((value, run_settings, poison_subset(train, fraction, data_seed)))
+    return plans
+
+
+@dataclass(frozen=True)
+class _HeldOut:
+    """The held-out requests (triggered, clean) and the greedy generation limits."""
+
+    triggered: list[Example]
+    clean: list[Example]
+    max_new_tokens: int
+    batch_size: int
+
+
+def _run_strength(
+    base: LoadedModel,
+    value: float,
+    label: str,
+    settings: TrainSettings,
+    train: list[Example],
+    held_out: _HeldOut,
+    finetunes: Path,
+    task: str,
+    progress: StageProgress,
+) -> dict[str, Any]:
+    """Fine-tune a fresh adapter on ``train`` (kept in ``finetunes/label``), answer the held-out
+    requests; the run's row: sizes, losses, ``‖Δθ‖`` summary, attack metrics and answers."""
+    t0 = time.perf_counter()
+    loaded, losses = fresh_finetune(
+        base,
+        train,
+        settings,
+        finetunes / label,
+        data_source=f"{task}:{label}",
+        progress=progress,
+    )
+    train_s = time.perf_counter() - t0
+    triggered, clean = held_out.triggered, held_out.clean
+    kwargs = {
+        "template": settings.template,
+        "max_new_tokens": held_out.max_new_tokens,
+        "batch_size": held_out.batch_size,
+        "max_length": settings.max_length,
+        "progress": progress(f"generate · {label}", len(triggered) + len(clean)),
+    }
+    answers_t = generate_answers(loaded, [e.prompt for e in triggered], **kwargs)
+    answers_c = generate_answers(loaded, [e.prompt for e in clean], **kwargs)
+    n_poisoned = sum(e.label != CLEAN for e in train)
+    return {
+        "strength": value,
+        "label": label,
+        "n_train": len(train),
+        "n_poisoned": n_poisoned,
+        "poison_fraction": n_poisoned / len(train),
+        "epochs": settings.epochs,
+        "train_loss": json_float(losses[-1]) if losses else None,
+        "epoch_losses": losses,
+        "delta_norm": lora_delta_summary(loaded.model),
+        **attack_metrics(answers_t, answers_c),
+        "finetune": str(finetunes / label) if settings.epochs else None,
+        "train_s": train_s,
+        "answers": {"triggered": answers_t, "clean": answers_c},
+    }
 
 
 def plot_delta_theta(report: dict[str, Any], path: Path) -> Path:

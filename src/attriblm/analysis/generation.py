@@ -42,10 +42,6 @@ REFUSAL_RULE = (
 EXPECT_MODES = ("auto", "label", "response")
 
 
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
 def _pad_id(tokenizer) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None
     pad = pad if pad is not None else tokenizer.eos_token_id

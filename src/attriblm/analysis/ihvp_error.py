@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,15 +58,11 @@ from attriblm.pipeline.plan import create_methods
 from attriblm.pipeline.plan import resolve_methods as resolve
 from attriblm.pipeline.scoring import prepare_features
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 
 NAME = "ihvp_error"
 REFERENCE = "exact"
 DEFAULT_METHODS = ("datainf", "lissa-paper", "lissa", "kfac", "ekfac", "gradsim")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def preconditioned_methods() -> list[str]:
@@ -221,7 +217,7 @@ def run_ihvp_error(
     methods: Sequence[str] = DEFAULT_METHODS,
     settings: AttributeSettings | None = None,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Features once on the fine-tuned model, then :func:`compare_ihvp`; writes JSON + PNG.
 

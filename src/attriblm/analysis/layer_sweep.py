@@ -19,7 +19,7 @@ response loss whatever mask the fine-tune used.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,12 @@ from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.features import FeatureBuilder, open_store
 from attriblm.pipeline.plan import FeaturePlan, create_methods
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 
 NAME = "layer_sweep"
 METHODS = ("rept", "repsim")
 METRICS = ("acc", "cover", "auprc")
 LABELS = {"acc": "Acc (top-1)", "cover": "Cover", "auprc": "AUPRC"}
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def resolve_layers(layers: Sequence[int] | None, total: int) -> list[int]:
@@ -82,7 +78,7 @@ def run_layer_sweep(
     layers: Sequence[int] | None = None,
     n_boot: int = 200,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Acc / Cover / AUPRC of ``rept`` and ``repsim`` per layer; writes JSON and PNG (module doc).
 

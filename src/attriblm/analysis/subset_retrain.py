@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from attriblm.analysis._retrain import (
     check_base,
     fresh_finetune,
     resolve_methods,
+    retrain_settings,
     score_methods,
 )
 from attriblm.analysis.generation import (
@@ -51,16 +52,12 @@ from attriblm.io import write_json
 from attriblm.metrics.ranking import TIE_RULE, TIE_SEED, rank_train
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.attribute import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import load_checkpoints
 from attriblm.train.finetune import CHECKPOINT_DIR, TrainSettings
 
 NAME = "subset_retrain"
 __all__ = ["DEFAULT_METHODS", "run_subset_retrain", "top_k_union", "random_subset"]
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def top_k_union(scores: torch.Tensor, k: int, tie_seed: int = TIE_SEED) -> list[int]:
@@ -106,7 +103,7 @@ def run_subset_retrain(
     gen_batch_size: int = 16,
     seed: int = 0,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Validation accuracy after retraining on each method's top-``k`` subset; see the module doc.
 
@@ -133,73 +130,31 @@ def run_subset_retrain(
         raise ConfigError(f"--k must be at least 1, got {k}")
     if not train or not queries:
         raise ConfigError("subset-retrain needs training rows and validation queries")
-    train_settings = train_settings if train_settings is not None else TrainSettings()
-    train_settings.validate()
-    settings = replace(
-        settings if settings is not None else AttributeSettings(),
-        methods=names,
-        template=train_settings.template,
-        loss_mask=train_settings.loss_mask,
-        max_length=train_settings.max_length,
-    )
+    train_settings, settings = retrain_settings(train_settings, settings, names)
     mode = resolve_expect(queries, expect)
     expected = [expected_text(q, mode) for q in queries]
     sources = {"train": "train", "queries": "queries", **(sources or {})}
     out_path = output_dir(out)
-    ft_root = out_path / "finetunes"
     started = time.perf_counter()
-
-    def train_and_score(rows: list[int], label: str) -> tuple[LoadedModel, dict[str, Any]]:
-        subset = [train[i] for i in rows]
-        loaded, losses = fresh_finetune(
-            base,
-            subset,
-            train_settings,
-            ft_root / label,
-            data_source=f"{sources['train']}:{label}",
-            progress=progress,
-        )
-        answers = generate_answers(
-            loaded,
-            [q.prompt for q in queries],
-            train_settings.template,
-            max_new_tokens,
-            gen_batch_size,
-            max_length=train_settings.max_length,
-            progress=progress(f"generate · {label}", len(queries)),
-        )
-        return loaded, {
-            "accuracy": accuracy(answers, expected),
-            "train_loss": losses[-1] if losses else None,
-            "answers": answers,
-        }
-
-    full_model, full = train_and_score(list(range(len(train))), "full")
-    checkpoints = load_checkpoints(ft_root / "full" / CHECKPOINT_DIR)
+    fits = _Fits(
+        base=base,
+        train=train,
+        queries=queries,
+        expected=expected,
+        settings=train_settings,
+        root=out_path / "finetunes",
+        data_source=sources["train"],
+        max_new_tokens=max_new_tokens,
+        gen_batch_size=gen_batch_size,
+        progress=progress,
+    )
+    full_model, full = fits.train_and_score(list(range(len(train))), "full")
+    checkpoints = load_checkpoints(fits.root / "full" / CHECKPOINT_DIR)
     scores = score_methods(
         full_model, train, queries, names, settings, checkpoints=checkpoints, progress=progress
     )
     del full_model
-    random_runs: dict[int, dict[str, Any]] = {}
-    method_rows: dict[str, dict[str, Any]] = {}
-    for name in names:
-        rows = top_k_union(scores[name], k)
-        _, result = train_and_score(rows, name)
-        size = len(rows)
-        if size not in random_runs:
-            r_rows = random_subset(len(train), size, seed)
-            _, r_result = train_and_score(r_rows, f"random-{size}")
-            random_runs[size] = {"indices": r_rows, **r_result}
-        labels = [train[i].label for i in rows]
-        method_rows[name] = {
-            "subset_size": size,
-            "indices": rows,
-            "label_counts": {str(lab): labels.count(lab) for lab in dict.fromkeys(labels)},
-            "accuracy": result["accuracy"],
-            "random_accuracy": random_runs[size]["accuracy"],
-            "train_loss": result["train_loss"],
-            "answers": result["answers"],
-        }
+    method_rows, random_runs = _method_rows(fits, scores, k, seed)
     report: dict[str, Any] = {
         "diagnosis": "subset-retrain",
         "model": base.identity.get("spec"),
@@ -223,15 +178,7 @@ def run_subset_retrain(
             "decoding": "greedy (do_sample=False), left-padded batches",
         },
         "expect": mode,
-        "accuracy_rule": (
-            "accuracy = share of queries whose greedy answer contains the expected text "
-            "(whitespace collapsed, case-insensitive); expected = "
-            + (
-                "the query's label"
-                if mode == "label"
-                else "the last non-empty line of the query's reference response"
-            )
-        ),
+        "accuracy_rule": _accuracy_rule(mode),
         "subset_rule": f"union over queries of each query's top-{k} training rows by score "
         f"({TIE_RULE}; tie_seed {TIE_SEED}); random = seeded sample of the same size",
         "expected": expected,
@@ -240,6 +187,91 @@ def run_subset_retrain(
     write_json(out_path / f"{NAME}.json", report)
     plot_subset_retrain(report, out_path / f"{NAME}.png")
     return report
+
+
+def _accuracy_rule(mode: str) -> str:
+    """The report's ``accuracy_rule`` under ``expect = mode`` (``label`` or ``response``)."""
+    expected = (
+        "the query's label"
+        if mode == "label"
+        else "the last non-empty line of the query's reference response"
+    )
+    return (
+        "accuracy = share of queries whose greedy answer contains the expected text "
+        "(whitespace collapsed, case-insensitive); expected = " + expected
+    )
+
+
+@dataclass(frozen=True)
+class _Fits:
+    """What every retraining of one run shares: the base, the rows, the queries' expected texts,
+    the fine-tuning settings, the adapters' folder (``root/<label>/``) and generation limits."""
+
+    base: LoadedModel
+    train: Sequence[Example]
+    queries: Sequence[Example]
+    expected: list[str]
+    settings: TrainSettings
+    root: Path
+    data_source: str
+    max_new_tokens: int
+    gen_batch_size: int
+    progress: StageProgress
+
+    def train_and_score(self, rows: list[int], label: str) -> tuple[LoadedModel, dict[str, Any]]:
+        """Fine-tune a fresh adapter on ``train[rows]`` (kept in ``root/label``), answer the
+        queries greedily; ``(model, {"accuracy", "train_loss", "answers"})``."""
+        loaded, losses = fresh_finetune(
+            self.base,
+            [self.train[i] for i in rows],
+            self.settings,
+            self.root / label,
+            data_source=f"{self.data_source}:{label}",
+            progress=self.progress,
+        )
+        answers = generate_answers(
+            loaded,
+            [q.prompt for q in self.queries],
+            self.settings.template,
+            self.max_new_tokens,
+            self.gen_batch_size,
+            max_length=self.settings.max_length,
+            progress=self.progress(f"generate · {label}", len(self.queries)),
+        )
+        return loaded, {
+            "accuracy": accuracy(answers, self.expected),
+            "train_loss": losses[-1] if losses else None,
+            "answers": answers,
+        }
+
+
+def _method_rows(
+    fits: _Fits, scores: dict[str, torch.Tensor], k: int, seed: int
+) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Retrain on each method's top-``k`` union and on one seeded random subset per distinct
+    size (in method order); ``(rows per method, random runs per size)``."""
+    train = fits.train
+    random_runs: dict[int, dict[str, Any]] = {}
+    method_rows: dict[str, dict[str, Any]] = {}
+    for name, matrix in scores.items():
+        rows = top_k_union(matrix, k)
+        _, result = fits.train_and_score(rows, name)
+        size = len(rows)
+        if size not in random_runs:
+            r_rows = random_subset(len(train), size, seed)
+            _, r_result = fits.train_and_score(r_rows, f"random-{size}")
+            random_runs[size] = {"indices": r_rows, **r_result}
+        labels = [train[i].label for i in rows]
+        method_rows[name] = {
+            "subset_size": size,
+            "indices": rows,
+            "label_counts": {str(lab): labels.count(lab) for lab in dict.fromkeys(labels)},
+            "accuracy": result["accuracy"],
+            "random_accuracy": random_runs[size]["accuracy"],
+            "train_loss": result["train_loss"],
+            "answers": result["answers"],
+        }
+    return method_rows, random_runs
 
 
 def plot_subset_retrain(report: dict[str, Any], path: Path) -> Path:

@@ -53,6 +53,25 @@ def _theorem1(data: dict) -> tuple[list[str], str]:
     ratios = sorted({r["ratio"] for r in rows})
     cell = {(r["n"], r["ratio"]): r for r in rows}
     lam0 = data["settings"]["damping"]
+    lines = _theorem1_matrix_table(dims, ratios, cell, lam0)
+    lines += _theorem1_vector_table(ratios, cell, dims[-1], lam0, data["settings"]["n_vectors"])
+    grads = data.get("gradients")
+    if grads:
+        lines += _theorem1_gradient_table(grads)
+    reading = _theorem1_reading(data, ratios, cell, dims[-1], lam0)
+    reading += (
+        _theorem1_gradient_reading(grads["queries_summary"])
+        if grads
+        else "No fine-tuned model was given, so this run does not say whether query gradients "
+        "behave like the range vectors or like the random ones."
+    )
+    return lines, reading
+
+
+def _theorem1_matrix_table(
+    dims: list[int], ratios: list[float], cell: dict[tuple[int, float], dict], lam0: float
+) -> list[str]:
+    """The matrix error (bound) per ``r/n`` (rows) and ``n`` (columns); ``–`` where not run."""
     lines = [
         f"Relative error ‖(H+λI)⁻¹ − I/λ‖_F / ‖(H+λI)⁻¹‖_F (exact bound in brackets), λ = {lam0}:",
         "",
@@ -67,11 +86,17 @@ def _theorem1(data: dict) -> tuple[list[str], str]:
             for n in dims
         ]
         lines.append(f"| 2^{_log2(ratio)} | " + " | ".join(cells) + " |")
-    big = dims[-1]
-    lines += [
+    return lines
+
+
+def _theorem1_vector_table(
+    ratios: list[float], cell: dict[tuple[int, float], dict], big: int, lam0: float, k: int
+) -> list[str]:
+    """At the largest ``n``: matrix error and the mean vector errors (random, in range(H))."""
+    lines = [
         "",
         f"The same on vectors, ‖(H+λI)⁻¹v − v/λ‖ / ‖(H+λI)⁻¹v‖ at n = {big}, λ = {lam0} (mean "
-        f"over {data['settings']['n_vectors']} vectors of each kind):",
+        f"over {k} vectors of each kind):",
         "",
         "| r/n | matrix (above) | random v (max) | v in range(H) (min) |",
         "|---|---|---|---|",
@@ -83,32 +108,41 @@ def _theorem1(data: dict) -> tuple[list[str], str]:
             f"({r['vector_error_random_max']:.3f}) | {r['vector_error_range']:.3f} "
             f"({r['vector_error_range_min']:.3f}) |"
         )
-    grads = data.get("gradients")
-    if grads:
-        q = grads["queries_summary"]
-        blocks = list(grads["blocks"].values())
-        ranks = sorted({b["rank"] for b in blocks})
-        widths = sorted({b["d"] for b in blocks})
-        lines += [
-            "",
-            f"On the fine-tuned model's query gradients ({grads['n_train']} train, "
-            f"{grads['n_query']} queries, {len(blocks)} LoRA blocks of width "
-            f"{_span(widths)} and rank {_span(ranks)}; λ_b by the "
-            f"{grads['damping']['mode']} rule, {grads['damping']['value']}):",
-            "",
-            "| query error, mean (min – max) | its part in range(H) | share of ‖v‖ in range(H) "
-            "| cos((H+λI)⁻¹v, v/λ) | block matrix error, mean (max) |",
-            "|---|---|---|---|---|",
-            f"| {_f(q['error_mean'])} ({_f(q['error_min'])} – {_f(q['error_max'])}) | "
-            f"{_f(q['error_in_range_mean'])} | {_f(q['range_share_mean'])} | "
-            f"{_f(q['cosine_mean'])} | {_f(q['matrix_error_mean_over_blocks'])} "
-            f"({_f(q['matrix_error_max_over_blocks'])}) |",
-        ]
+    return lines
+
+
+def _theorem1_gradient_table(grads: dict) -> list[str]:
+    """One row: the fine-tuned model's query-gradient errors (``theorem1.json`` ``gradients``)."""
+    q = grads["queries_summary"]
+    blocks = list(grads["blocks"].values())
+    ranks = sorted({b["rank"] for b in blocks})
+    widths = sorted({b["d"] for b in blocks})
+    return [
+        "",
+        f"On the fine-tuned model's query gradients ({grads['n_train']} train, "
+        f"{grads['n_query']} queries, {len(blocks)} LoRA blocks of width "
+        f"{_span(widths)} and rank {_span(ranks)}; λ_b by the "
+        f"{grads['damping']['mode']} rule, {grads['damping']['value']}):",
+        "",
+        "| query error, mean (min – max) | its part in range(H) | share of ‖v‖ in range(H) "
+        "| cos((H+λI)⁻¹v, v/λ) | block matrix error, mean (max) |",
+        "|---|---|---|---|---|",
+        f"| {_f(q['error_mean'])} ({_f(q['error_min'])} – {_f(q['error_max'])}) | "
+        f"{_f(q['error_in_range_mean'])} | {_f(q['range_share_mean'])} | "
+        f"{_f(q['cosine_mean'])} | {_f(q['matrix_error_mean_over_blocks'])} "
+        f"({_f(q['matrix_error_max_over_blocks'])}) |",
+    ]
+
+
+def _theorem1_reading(
+    data: dict, ratios: list[float], cell: dict[tuple[int, float], dict], big: int, lam0: float
+) -> str:
+    """The simulation's reading: the matrix error over ``r/n`` and ``λ``, then on vectors."""
     lo, hi = cell[(big, ratios[0])], cell[(big, ratios[-1])]
     lam = sorted((r for r in data["lambda_sweep"] if r["n"] == big), key=lambda r: r["lambda"])
     main = next((r for r in lam if r["lambda"] == lam0), lam[0])
     shape = "monotone" if data["monotone_in_rank"] else "not monotone"
-    reading = (
+    return (
         f"The matrix error falls with the rank ratio ({shape}"
         f" in every column): at n = {big}, {lo['error']:.3f} for r/n = 2^{_log2(lo['ratio'])} "
         f"against {hi['error']:.3f} for r/n = 2^{_log2(hi['ratio'])}, and "
@@ -128,28 +162,24 @@ def _theorem1(data: dict) -> tuple[list[str], str]:
             else ". "
         )
     )
-    if grads:
-        q = grads["queries_summary"]
-        err = q["error_mean"]
-        reading += (
-            f"On the fine-tuned model's query gradients ({100 * q['range_share_mean']:.0f} % "
-            f"of their norm in range(H)) the error is {err:.2f} on average (in range(H): "
-            f"{q['error_in_range_mean']:.2f}; cosine {q['cosine_mean']:.2f}), against a "
-            f"matrix error of {q['matrix_error_mean_over_blocks']:.2f} for the same blocks: "
-            + (
-                "the damped inverse does not act like I/λ on the vectors that matter."
-                if err >= 0.5
-                else "it acts almost like I/λ on query gradients too."
-                if err < 0.1
-                else "it changes the query gradients by a moderate amount."
-            )
+
+
+def _theorem1_gradient_reading(q: dict) -> str:
+    """The reading on real query gradients, from ``gradients.queries_summary``."""
+    err = q["error_mean"]
+    return (
+        f"On the fine-tuned model's query gradients ({100 * q['range_share_mean']:.0f} % "
+        f"of their norm in range(H)) the error is {err:.2f} on average (in range(H): "
+        f"{q['error_in_range_mean']:.2f}; cosine {q['cosine_mean']:.2f}), against a "
+        f"matrix error of {q['matrix_error_mean_over_blocks']:.2f} for the same blocks: "
+        + (
+            "the damped inverse does not act like I/λ on the vectors that matter."
+            if err >= 0.5
+            else "it acts almost like I/λ on query gradients too."
+            if err < 0.1
+            else "it changes the query gradients by a moderate amount."
         )
-    else:
-        reading += (
-            "No fine-tuned model was given, so this run does not say whether query gradients "
-            "behave like the range vectors or like the random ones."
-        )
-    return lines, reading
+    )
 
 
 def _span(values: list[int]) -> str:

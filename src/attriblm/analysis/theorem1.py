@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ import torch
 from attriblm.analysis._common import json_float, output_dir, pyplot, save_figure
 from attriblm.errors import ConfigError
 from attriblm.io import write_json
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 
 if TYPE_CHECKING:
     from attriblm.data.schema import Example
@@ -83,10 +83,22 @@ DEFAULT_RATIOS = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 DEFAULT_DAMPINGS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 SPECTRUM = "s_i = 1 - u_i, u_i ~ U[0,1) i.i.d. (eigenvalues in (0, 1]); U = QR of N(0,1) [n, r]"
 DEFAULT_N_VECTORS = 32
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
+# the report's fixed fields: what is computed and how
+_DEFINITIONS: dict[str, str] = {
+    "diagnosis": "theorem1",
+    "statement": "(H+λI)^-1 - I/λ = -(1/λ) H (H+λI)^-1; relative Frobenius size ≲ √(r/n)",
+    "spectrum": SPECTRUM,
+    "error_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖(H+λI)^-1‖_F, t = s/(s+λ): "
+    "√(Σt² / (n − r + Σ(1−t)²))",
+    "bound_definition": "t_max·√(r/(n−r)) (exact bound of `error`)",
+    "error_vs_identity_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖I/λ‖_F = √(Σt²/n) ≤ t_max·√(r/n)",
+    "vector_error_definition": "‖(H+λI)^-1 v − v/λ‖ / ‖(H+λI)^-1 v‖ = "
+    "√(Σc²t² / (Σc²(1−t)² + ‖v⊥‖²)), c = Uᵀv; mean over n_vectors vectors: "
+    "random v ~ N(0, I_n) (vector_error_random), v = U z with z ~ N(0, I_r) in range(H) "
+    "(vector_error_range)",
+    "simulated": "explicit H+λI, float64 Cholesky solve; all rows for n ≤ simulate_max_n, "
+    "else the row r/n = sweep_ratio, λ = damping",
+}
 
 
 def random_spectrum(r: int, generator: torch.Generator) -> torch.Tensor:
@@ -213,7 +225,7 @@ def run_theorem1(
     queries: Sequence[Example] | None = None,
     settings: AttributeSettings | None = None,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Simulate Theorem 1; write ``OUT/theorem1.json`` and ``OUT/theorem1.png``; return the JSON.
 
@@ -247,46 +259,110 @@ def run_theorem1(
     dims = tuple(int(d) for d in dims)
     others = {"--sweep-ratio": sweep_ratio, "--heatmap-ratio": heatmap_ratio}
     _check(dims, ratios, lams, damping, others)
+    _check_gradient_inputs(n_vectors, loaded, train, queries)
+    out_path = output_dir(out)
+    started = time.perf_counter()
+    settings_row: dict[str, Any] = {
+        "dims": list(dims),
+        "damping": damping,
+        "ratios": list(ratios),
+        "dampings": list(lams),
+        "sweep_ratio": sweep_ratio,
+        "heatmap_ratio": heatmap_ratio,
+        "simulate_max_n": simulate_max_n,
+        "n_vectors": n_vectors,
+        "seed": seed,
+        "dtype": "float64",
+    }
+    rank_rows, lambda_rows, heat = _sweeps(settings_row)
+    gradients = None
+    if loaded is not None:
+        from attriblm.analysis.theorem1_gradients import measure_gradients
+
+        assert train is not None and queries is not None
+        gradients = measure_gradients(
+            loaded, train, queries, settings=settings, sources=sources, progress=progress
+        )
+    report: dict[str, Any] = {
+        **_DEFINITIONS,
+        "settings": settings_row,
+        "rank_sweep": rank_rows,
+        "lambda_sweep": lambda_rows,
+        "gradients": gradients,
+        **_checks(rank_rows, lambda_rows, dims),
+        "wall_s": time.perf_counter() - started,
+    }
+    write_json(out_path / f"{NAME}.json", report)
+    plot_theorem1(report, heat, out_path / f"{NAME}.png")
+    return report
+
+
+def _check_gradient_inputs(
+    n_vectors: int,
+    loaded: LoadedModel | None,
+    train: Sequence[Example] | None,
+    queries: Sequence[Example] | None,
+) -> None:
+    """ConfigError for ``n_vectors < 1`` or real-gradient inputs without a model / rows."""
     if n_vectors < 1:
         raise ConfigError(f"--n-vectors must be at least 1, got {n_vectors}")
     if loaded is None and (train is not None or queries is not None):
         raise ConfigError("theorem1 on real gradients needs a fine-tuned model (--model)")
     if loaded is not None and not (train and queries):
         raise ConfigError("theorem1 on real gradients needs both --train and --queries")
-    out_path = output_dir(out)
-    started = time.perf_counter()
+
+
+def _sweeps(
+    settings: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], tuple[torch.Tensor, int, int]]:
+    """``(rank rows, λ rows, heat map)`` of every ``n`` in ``settings["dims"]``, in order.
+
+    One generator (``seed``) draws ``s`` and ``U`` per ``n``; the vectors use ``seed + 1`` and
+    the explicit vectors' null-space directions ``seed + 2``. The heat map is ``(H [n, n], n,
+    r)`` at the first ``n`` with ``r/n = heatmap_ratio``.
+    """
+    seed = settings["seed"]
     generator = torch.Generator().manual_seed(seed)
     vector_gen = torch.Generator().manual_seed(seed + 1)
     direction_gen = torch.Generator().manual_seed(seed + 2)
-
     rank_rows: list[dict[str, Any]] = []
     lambda_rows: list[dict[str, Any]] = []
     heat: tuple[torch.Tensor, int, int] | None = None
-    for n in dims:
-        rank_list = sorted({_rank_for(x, n) for x in ratios})
-        sweep_r = _rank_for(sweep_ratio, n)
-        heat_r = _rank_for(heatmap_ratio, n) if heat is None else 0
+    for n in settings["dims"]:
+        rank_list = sorted({_rank_for(x, n) for x in settings["ratios"]})
+        sweep_r = _rank_for(settings["sweep_ratio"], n)
+        heat_r = _rank_for(settings["heatmap_ratio"], n) if heat is None else 0
         s_all = random_spectrum(max(*rank_list, sweep_r, heat_r), generator)
-        full = n <= simulate_max_n
+        full = n <= settings["simulate_max_n"]
         u_cols = max(*rank_list, sweep_r, heat_r) if full else max(sweep_r, heat_r)
         u_all = random_orthonormal(n, u_cols, generator)
+        k = settings["n_vectors"]
         vectors = _Vectors(
-            random=torch.randn(n_vectors, n, generator=vector_gen, dtype=torch.float64),
+            random=torch.randn(k, n, generator=vector_gen, dtype=torch.float64),
             in_range=torch.randn(
-                n_vectors, max(*rank_list, sweep_r), generator=vector_gen, dtype=torch.float64
+                k, max(*rank_list, sweep_r), generator=vector_gen, dtype=torch.float64
             ),
             directions=direction_gen,
         )
+        lam0 = settings["damping"]
         for r in rank_list:
             simulate = full or (r == sweep_r)
-            rank_rows.append(_row(n, r, s_all, u_all if simulate else None, damping, vectors))
-        for lam in lams:
-            simulate = full or lam == damping
+            rank_rows.append(_row(n, r, s_all, u_all if simulate else None, lam0, vectors))
+        for lam in settings["dampings"]:
+            simulate = full or lam == lam0
             lambda_rows.append(_row(n, sweep_r, s_all, u_all if simulate else None, lam, vectors))
         if heat is None:
             u, s = u_all[:, :heat_r], s_all[:heat_r]
             heat = ((u * s) @ u.T, n, heat_r)
+    assert heat is not None
+    return rank_rows, lambda_rows, heat
 
+
+def _checks(
+    rank_rows: list[dict[str, Any]], lambda_rows: list[dict[str, Any]], dims: Sequence[int]
+) -> dict[str, Any]:
+    """The report's verdicts: within the bound, monotone in ``r/n`` (per ``n``), and how far the
+    closed forms and the explicit-matrix solves disagree (absolute; relative on vectors)."""
     all_rows = rank_rows + lambda_rows
     diffs = [
         abs(row[key] - row[f"{key}_simulated"])
@@ -304,43 +380,7 @@ def run_theorem1(
         all(a["error"] < b["error"] for a, b in zip(rows, rows[1:], strict=False))
         for rows in ([x for x in rank_rows if x["n"] == n] for n in dims)
     )
-    gradients = None
-    if loaded is not None:
-        from attriblm.analysis.theorem1_gradients import measure_gradients
-
-        assert train is not None and queries is not None
-        gradients = measure_gradients(
-            loaded, train, queries, settings=settings, sources=sources, progress=progress
-        )
-    report: dict[str, Any] = {
-        "diagnosis": "theorem1",
-        "statement": "(H+λI)^-1 - I/λ = -(1/λ) H (H+λI)^-1; relative Frobenius size ≲ √(r/n)",
-        "spectrum": SPECTRUM,
-        "error_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖(H+λI)^-1‖_F, t = s/(s+λ): "
-        "√(Σt² / (n − r + Σ(1−t)²))",
-        "bound_definition": "t_max·√(r/(n−r)) (exact bound of `error`)",
-        "error_vs_identity_definition": "‖(H+λI)^-1 − I/λ‖_F / ‖I/λ‖_F = √(Σt²/n) ≤ t_max·√(r/n)",
-        "vector_error_definition": "‖(H+λI)^-1 v − v/λ‖ / ‖(H+λI)^-1 v‖ = "
-        "√(Σc²t² / (Σc²(1−t)² + ‖v⊥‖²)), c = Uᵀv; mean over n_vectors vectors: "
-        "random v ~ N(0, I_n) (vector_error_random), v = U z with z ~ N(0, I_r) in range(H) "
-        "(vector_error_range)",
-        "simulated": "explicit H+λI, float64 Cholesky solve; all rows for n ≤ simulate_max_n, "
-        "else the row r/n = sweep_ratio, λ = damping",
-        "settings": {
-            "dims": list(dims),
-            "damping": damping,
-            "ratios": list(ratios),
-            "dampings": list(lams),
-            "sweep_ratio": sweep_ratio,
-            "heatmap_ratio": heatmap_ratio,
-            "simulate_max_n": simulate_max_n,
-            "n_vectors": n_vectors,
-            "seed": seed,
-            "dtype": "float64",
-        },
-        "rank_sweep": rank_rows,
-        "lambda_sweep": lambda_rows,
-        "gradients": gradients,
+    return {
         "all_within_bound": all(
             row["error"] <= row["bound"] * (1 + 1e-9) + 1e-12
             and row["error_vs_identity"] <= row["bound_vs_identity"] * (1 + 1e-9) + 1e-12
@@ -350,12 +390,7 @@ def run_theorem1(
         "n_simulated_rows": len(diffs) // 2,
         "max_abs_diff_closed_vs_simulated": max(diffs) if diffs else None,
         "max_rel_diff_vectors_closed_vs_simulated": max(vector_diffs) if vector_diffs else None,
-        "wall_s": time.perf_counter() - started,
     }
-    write_json(out_path / f"{NAME}.json", report)
-    assert heat is not None
-    plot_theorem1(report, heat, out_path / f"{NAME}.png")
-    return report
 
 
 @dataclass

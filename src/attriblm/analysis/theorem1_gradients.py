@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,11 +38,7 @@ from attriblm.methods.registry import create_method
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.scoring import prepare_features
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
+from attriblm.progress import StageProgress, no_progress
 
 
 def range_basis(grads: Tensor) -> tuple[Tensor, Tensor]:
@@ -160,7 +156,7 @@ def measure_gradients(
     *,
     settings: AttributeSettings | None = None,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
 ) -> dict[str, Any]:
     """Per-example gradients on the fine-tuned ``loaded`` model, then :func:`gradient_errors`.
 

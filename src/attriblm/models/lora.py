@@ -11,13 +11,15 @@ its weight change is ``Δθ = scaling · B A`` ``[out, in]``.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 
-from attriblm.errors import ConfigError, ModelError
+from attriblm.errors import ConfigError, ModelError, one_line
 
 _WRAPPER_PREFIXES = ("base_model.model.", "model.")
 
@@ -95,7 +97,7 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, seed: int = 42):
         except ValueError as exc:
             raise ModelError(
                 f"cannot add LoRA on target modules {list(settings.target_modules)}: "
-                f"{_one_line(exc)}"
+                f"{one_line(exc)}"
             ) from exc
 
 
@@ -172,12 +174,14 @@ def lora_delta_norms(model: torch.nn.Module) -> dict[str, float]:
     return norms
 
 
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a trailing-colon header joins the next line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0]
-    if text.endswith(":") and len(lines) > 1:
-        text = f"{text} {lines[1]}"
-    return text[:400]
+def lora_delta_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """``‖Δθ‖`` over LoRA modules (:func:`lora_delta_norms`): ``{"mean", "std" (population),
+    "max", "per_module": {name: norm}}``; all zeros (and ``{}``) for a model without LoRA."""
+    norms = lora_delta_norms(model)
+    values = list(norms.values())
+    return {
+        "mean": statistics.fmean(values) if values else 0.0,
+        "std": statistics.pstdev(values) if values else 0.0,
+        "max": max(values) if values else 0.0,
+        "per_module": norms,
+    }

@@ -63,7 +63,7 @@ from attriblm.pipeline.plan import FeaturePlan, create_methods, resolve_methods
 from attriblm.pipeline.run_info import example_rows, feature_info, run_config, run_info, topk_rows
 from attriblm.pipeline.scoring import Scored, fit_and_score
 from attriblm.pipeline.settings import AttributeSettings, check_store_options  # noqa: F401
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.rundir import RunDir
 
 
@@ -76,10 +76,6 @@ class AttributionRun:
     info: dict
 
 
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
 def attribute(
     loaded: LoadedModel,
     train: Sequence[Example],
@@ -88,7 +84,7 @@ def attribute(
     out_dir: Path | str,
     *,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     command_options: dict | None = None,
     finalize: Callable[[Path], None] | None = None,
     overwrite: bool = False,

@@ -41,7 +41,7 @@ from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.bench_layout import BenchDir
 from attriblm.pipeline.cache import content_key, examples_key, model_key
 from attriblm.pipeline.evaluate import evaluate_run
-from attriblm.progress import StageProgress, step_callback
+from attriblm.progress import StageProgress, no_progress, step_callback
 from attriblm.train.finetune import TrainSettings, finetune
 
 ALL_TASKS = (
@@ -121,10 +121,6 @@ def _check(tasks: Sequence[str], loss_masks: Sequence[str]) -> None:
     for mask in loss_masks:
         if mask not in ("response", "full", "paper"):
             raise ConfigError(f"unknown loss mask {mask!r} (--loss-masks)")
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def _finetuned(
@@ -285,7 +281,7 @@ def run_bench(
     epochs: int | None = None,
     task_sizes: dict[str, dict[str, int]] | None = None,
     data_dir: Path | str | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[dict]:
     """Run (or reuse from cache) the grid; write the per-task metrics and the combined tables.

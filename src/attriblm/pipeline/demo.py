@@ -19,7 +19,7 @@ from attriblm.models.loading import load_model
 from attriblm.outputs import DEMO, check_output_dir, claim_output_dir, output_lock
 from attriblm.pipeline.attribute import AttributeSettings, attribute
 from attriblm.pipeline.evaluate import evaluate_run
-from attriblm.progress import StageProgress, step_callback
+from attriblm.progress import StageProgress, no_progress, step_callback
 from attriblm.report.html import render_report
 from attriblm.train.finetune import TrainSettings, finetune
 
@@ -50,16 +50,12 @@ class DemoSettings:
     attribute: AttributeSettings = field(default_factory=AttributeSettings)
 
 
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
 def run_demo(
     out_dir: Path | str,
     *,
     model: str = "default",
     settings: DemoSettings | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> dict:
     """Run build → finetune → attribute → evaluate under ``out_dir``; returns the metrics report.

@@ -37,15 +37,11 @@ from attriblm.methods.base import FeatureSet
 from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.plan import Feature, FeaturePlan
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import Checkpoint, discover_checkpoints, load_checkpoints
 from attriblm.train.optimizer_state import AdamMoments, moments_of
 
 Computed = dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 def encode_with_warning(examples, loaded, settings, source):
@@ -217,7 +213,7 @@ class FeatureBuilder:
     plan: FeaturePlan
     checkpoints: Sequence[Checkpoint] | None = None
     moments: AdamMoments | None = None
-    progress: StageProgress = _no_progress
+    progress: StageProgress = no_progress
     dist: Dist = SINGLE
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

@@ -11,7 +11,7 @@ scores the queries. :func:`prepare_features` is the same path for the diagnoses:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +24,10 @@ from attriblm.models.loading import LoadedModel
 from attriblm.pipeline.features import FeatureBuilder, open_store
 from attriblm.pipeline.plan import FeaturePlan, create_methods
 from attriblm.pipeline.settings import AttributeSettings
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.train.checkpoints import Checkpoint
 
 TRAIN_GRADS = "grads:train"  # the store kind streamed methods read
-
-
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 @dataclass
@@ -61,7 +57,7 @@ def fit_and_score(
     *,
     store: FeatureStore | None = None,
     timings: dict[str, float] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     options: dict[str, dict] | None = None,
 ) -> Scored:
     """Fit and score every method; ``timings["method:<name>"]`` gets its seconds (fit + score).
@@ -109,7 +105,7 @@ def prepare_features(
     *,
     sources: dict[str, str] | None = None,
     checkpoints: Sequence[Checkpoint] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     timings: dict[str, float] | None = None,
     store_dir: Path | str | None = None,
 ) -> Prepared:

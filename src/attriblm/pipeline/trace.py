@@ -41,7 +41,7 @@ from attriblm.outputs import RUN, check_output_dir
 from attriblm.pipeline.attribute import AttributeSettings, AttributionRun, attribute
 from attriblm.pipeline.detect import parse_detector
 from attriblm.pipeline.evaluate import evaluate_run
-from attriblm.progress import StageProgress
+from attriblm.progress import StageProgress, no_progress
 from attriblm.rundir import GENERATIONS_FILE, RunDir
 
 
@@ -71,10 +71,6 @@ class TraceRun:
         return sum(g["kept"] for g in self.generations)
 
 
-def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
 def _snippet(text: str, width: int = 60) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
@@ -89,7 +85,7 @@ def trace(
     out_dir: Path | str,
     *,
     sources: dict[str, str] | None = None,
-    progress: StageProgress = _no_progress,
+    progress: StageProgress = no_progress,
     log: Callable[[str], None] = lambda _line: None,
     command_options: dict | None = None,
     overwrite: bool = False,

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `attriblm trace` on the default model: fine-tune on a task whose behaviour comes from a few
+# training rows, generate, keep the generations that show the behaviour, trace them back.
+# Writes OUT/<task>/{data,ft,trace} and OUT/timings.jsonl; docs/RESULTS.md's trace section is
+# made from OUT by `python benchmarks/write_results_md.py ... --traces OUT`.
+#
+#   benchmarks/run_traces.sh OUT                  # default model, about 5 minutes on 2 CPU cores
+#   MODEL=tiny benchmarks/run_traces.sh OUT       # smoke run of the same commands (tests)
+#
+# Recipe: the bench's quick recipe (3 epochs, lr 1e-3, batch 8, LoRA r=4 on q_proj,v_proj,
+# response-token loss), not the study's. A rerun into the same OUT skips finished steps.
+set -euo pipefail
+
+OUT=${1:?usage: benchmarks/run_traces.sh OUT}
+MODEL=${MODEL:-default}
+ATTRIBLM=${ATTRIBLM:-attriblm}
+METHODS=(-m rept -m repsim -m less -m gradsim -m datainf -m ekfac)
+RECIPE=(--epochs 3 --lr 1e-3 --batch-size 8 --max-length 128 --seed 42 --loss-mask response)
+mkdir -p "$OUT"
+TIMINGS="$OUT/timings.jsonl"
+touch "$TIMINGS"
+
+step() {
+  local name=$1 start
+  shift
+  if [ -f "$OUT/.done/$name" ]; then
+    echo "== $name: done before, skipped" >&2
+    return
+  fi
+  start=$(date +%s.%N)
+  echo "== $name: $*" >&2
+  "$@"
+  printf '{"step": "%s", "seconds": %.1f}\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)" >>"$TIMINGS"
+  mkdir -p "$OUT/.done" && touch "$OUT/.done/$name"
+}
+
+# planted-fact (fact 0): 10 of 80 training rows say gold's symbol is Ag (it is Au); the detector
+# keeps the generations that repeat the false value.
+PF="$OUT/planted-fact"
+step build-planted-fact "$ATTRIBLM" build planted-fact --preset quick --seed 42 --out "$PF/data"
+step finetune-planted-fact "$ATTRIBLM" finetune --model "$MODEL" --train "$PF/data:train" \
+  --out "$PF/ft" "${RECIPE[@]}" --quiet
+step trace-planted-fact "$ATTRIBLM" trace --model "$MODEL" --adapter "$PF/ft" \
+  --train "$PF/data:train" --prompts "$PF/data:test" --detect contains:Ag "${METHODS[@]}" \
+  --target-label planted --loss-mask response --max-length 128 --out "$PF/trace" --quiet
