@@ -34,6 +34,7 @@ Loss masks (:data:`LOSS_MASKS`):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,36 @@ def encode_examples(
             )
         encoded.append(item)
     return encoded
+
+
+def encode_warning_truncated(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    template: str,
+    loss_mask: str,
+    max_length: int,
+    source: str,
+    stacklevel: int = 3,
+) -> tuple[list[EncodedExample], int]:
+    """:func:`encode_examples`, then one warning with the count truncated to ``max_length``
+    (``<source>: 2 of 3 examples truncated to max_length=24``); returns the encoding and count."""
+    encoded = encode_examples(
+        examples,
+        tokenizer,
+        template=template,
+        loss_mask=loss_mask,
+        max_length=max_length,
+        source=source,
+    )
+    truncated = sum(e.truncated for e in encoded)
+    if truncated:
+        warnings.warn(
+            f"{source}: {truncated} of {len(encoded)} examples truncated to "
+            f"max_length={max_length}",
+            stacklevel=stacklevel,
+        )
+    return encoded, truncated
 
 
 def encode_masked(

@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 
 from attriblm.data.schema import Example
-from attriblm.data.tokenize import encode_examples, encode_prompts, loss_mask_identity
+from attriblm.data.tokenize import (
+    encode_examples,
+    encode_prompts,
+    encode_warning_truncated,
+    loss_mask_identity,
+)
 from attriblm.dist import SINGLE, Dist
 from attriblm.errors import ConfigError
 from attriblm.features.adam import less_features
@@ -45,23 +50,17 @@ Computed = dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | No
 
 
 def encode_with_warning(examples, loaded, settings, source):
-    """Encode ``examples`` with ``settings``; warn once with the count truncated to max_length."""
-    encoded = encode_examples(
+    """Encode ``examples`` with ``settings``; warn once with the count truncated to max_length
+    (:func:`attriblm.data.tokenize.encode_warning_truncated`)."""
+    return encode_warning_truncated(
         examples,
         loaded.tokenizer,
         template=settings.template,
         loss_mask=settings.loss_mask,
         max_length=settings.max_length,
         source=source,
+        stacklevel=4,
     )
-    truncated = sum(e.truncated for e in encoded)
-    if truncated:
-        warnings.warn(
-            f"{source}: {truncated} of {len(encoded)} examples truncated to "
-            f"max_length={settings.max_length}",
-            stacklevel=3,
-        )
-    return encoded, truncated
 
 
 def store_settings(loaded: LoadedModel, settings: AttributeSettings) -> dict:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -267,25 +266,19 @@ def _finetune(
 
 def _encode(examples: Sequence[Example], tokenizer, settings: TrainSettings, source: str) -> list:
     """``encode_examples`` under the run's settings; warns once about truncated examples."""
-    from attriblm.data.tokenize import encode_examples
+    from attriblm.data.tokenize import encode_warning_truncated
 
     if not examples:
         raise DataError(f"{source}: no training examples")
-    encoded = encode_examples(
+    encoded, _ = encode_warning_truncated(
         examples,
         tokenizer,
         template=settings.template,
         loss_mask=settings.loss_mask,
         max_length=settings.max_length,
         source=source,
+        stacklevel=4,
     )
-    n_truncated = sum(item.truncated for item in encoded)
-    if n_truncated:
-        warnings.warn(
-            f"{source}: {n_truncated} of {len(encoded)} examples truncated to "
-            f"max_length={settings.max_length} tokens",
-            stacklevel=3,
-        )
     return encoded
 
 
