@@ -109,17 +109,8 @@ def trace(
     sources = {"train": "train", "prompts": "prompts", **(sources or {})}
     check_output_dir(out_dir, RUN, overwrite=overwrite)  # before generating anything
     detector = parse_detector(trace_settings.detect)
-    check_template(settings.template)
-    expand_method_names(settings.methods)
-    if not prompts:
-        raise ConfigError("nothing to trace: give prompts (--prompts FILE or --prompt TEXT)")
+    _check_inputs(train, prompts, settings, trace_settings.target_label, sources["train"])
     target = trace_settings.target_label
-    if target is not None and not any(e.label == target for e in train):
-        present = sorted({str(e.label) for e in train})
-        raise ConfigError(
-            f"--target-label {target!r}: no row of {sources['train']} has this label "
-            f"(labels: {present})"
-        )
     advance = progress("generating", len(prompts))
     answers = generate_answers(
         loaded,
@@ -133,21 +124,7 @@ def trace(
         seed=trace_settings.seed,
     )
     tick = progress(f"detecting · {detector.spec}", len(answers))
-    records, queries = [], []
-    for index, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
-        kept = detector(answer)
-        records.append(
-            {
-                "index": index,
-                "prompt": prompt,
-                "generation": answer,
-                "kept": kept,
-                "query": len(queries) if kept else None,
-            }
-        )
-        if kept:
-            queries.append(Example(prompt=prompt, response=answer, label=target))
-        tick(1)
+    records, queries = _detect(detector, prompts, answers, target, tick)
     log(f"detect {detector.spec}: kept {len(queries)} of {len(records)} generations")
     if not queries:
         raise DataError(
@@ -187,6 +164,49 @@ def trace(
         return TraceRun(out_dir=Path(out_dir), generations=records, attribution=run, metrics=None)
     metrics = evaluate_run(out_dir, target_label=target) if target is not None else None
     return TraceRun(out_dir=Path(out_dir), generations=records, attribution=run, metrics=metrics)
+
+
+def _check_inputs(
+    train: Sequence[Example],
+    prompts: Sequence[str],
+    settings: AttributeSettings,
+    target: str | None,
+    train_source: str,
+) -> None:
+    """ConfigError for a run that cannot work, before anything is generated."""
+    check_template(settings.template)
+    expand_method_names(settings.methods)
+    if not prompts:
+        raise ConfigError("nothing to trace: give prompts (--prompts FILE or --prompt TEXT)")
+    if target is not None and not any(e.label == target for e in train):
+        present = sorted({str(e.label) for e in train})
+        raise ConfigError(
+            f"--target-label {target!r}: no row of {train_source} has this label "
+            f"(labels: {present})"
+        )
+
+
+def _detect(
+    detector, prompts: Sequence[str], answers: Sequence[str], target: str | None, tick
+) -> tuple[list[dict], list[Example]]:
+    """Every generation's record (``generations.jsonl`` rows) and the kept ones as queries."""
+    records: list[dict] = []
+    queries: list[Example] = []
+    for index, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        kept = detector(answer)
+        records.append(
+            {
+                "index": index,
+                "prompt": prompt,
+                "generation": answer,
+                "kept": kept,
+                "query": len(queries) if kept else None,
+            }
+        )
+        if kept:
+            queries.append(Example(prompt=prompt, response=answer, label=target))
+        tick(1)
+    return records, queries
 
 
 def _trace_config(
