@@ -179,6 +179,7 @@ def test_names_what_it_does_not_regenerate(both):
 
 def test_full_grids_and_diagnoses_need_no_such_section():
     script = runpy.run_path(str(SCRIPT), run_name="write_results_md")
-    tasks = list(script["ALL_TASKS"])
-    assert script["not_regenerated_section"](tasks, tasks, True, "old.md") == ""
-    assert "the diagnoses" in script["not_regenerated_section"](tasks, tasks, False, "old.md")
+    tasks, traced = list(script["ALL_TASKS"]), list(script["TRACE_TASKS"])
+    assert script["not_regenerated_section"](tasks, tasks, True, "old.md", traced) == ""
+    missing = script["not_regenerated_section"](tasks, tasks, False, "old.md", traced)
+    assert "the diagnoses" in missing and "the trace of" not in missing
