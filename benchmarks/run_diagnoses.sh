@@ -22,25 +22,8 @@ SEEDS=${SEEDS:-2}                     # counterfactual retrainings per subset (>
 EPOCH_VALUES=${EPOCH_VALUES:-0,1,3,6,10}  # delta-theta-epochs sweep
 SUBSET_EPOCHS=${SUBSET_EPOCHS:-10}     # subset-retrain fine-tunes
 RECIPE=(--epochs 3 --lr 1e-3 --max-length 128 --seed 42 --loss-mask response)
-mkdir -p "$OUT"
-TIMINGS="$OUT/timings.jsonl"
-touch "$TIMINGS"
-
-# step NAME COMMAND...: runs COMMAND and appends {"step": NAME, "seconds": S} to timings.jsonl,
-# unless OUT/.done/NAME exists (a rerun skips finished steps; delete that file to redo one).
-step() {
-  local name=$1 start
-  shift
-  if [ -f "$OUT/.done/$name" ]; then
-    echo "== $name: done before, skipped" >&2
-    return
-  fi
-  start=$(date +%s.%N)
-  echo "== $name: $*" >&2
-  "$@"
-  printf '{"step": "%s", "seconds": %.1f}\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)" >>"$TIMINGS"
-  mkdir -p "$OUT/.done" && touch "$OUT/.done/$name"
-}
+# shellcheck source=benchmarks/steps.sh
+source "$(dirname "${BASH_SOURCE[0]}")/steps.sh"
 
 for task in harmful-s grammars; do
   [ -f "$OUT/data/$task/train.jsonl" ] ||

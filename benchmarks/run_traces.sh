@@ -5,7 +5,6 @@
 # made from OUT by `python benchmarks/write_results_md.py ... --traces OUT`.
 #
 #   benchmarks/run_traces.sh OUT                  # default model, about 5 minutes on 2 CPU cores
-#   MODEL=tiny benchmarks/run_traces.sh OUT       # smoke run of the same commands (tests)
 #
 # Recipe: the bench's quick recipe (3 epochs, lr 1e-3, batch 8, LoRA r=4 on q_proj,v_proj,
 # response-token loss), not the study's. A rerun into the same OUT skips finished steps.
@@ -16,23 +15,8 @@ MODEL=${MODEL:-default}
 ATTRIBLM=${ATTRIBLM:-attriblm}
 METHODS=(-m rept -m repsim -m less -m gradsim -m datainf -m ekfac)
 RECIPE=(--epochs 3 --lr 1e-3 --batch-size 8 --max-length 128 --seed 42 --loss-mask response)
-mkdir -p "$OUT"
-TIMINGS="$OUT/timings.jsonl"
-touch "$TIMINGS"
-
-step() {
-  local name=$1 start
-  shift
-  if [ -f "$OUT/.done/$name" ]; then
-    echo "== $name: done before, skipped" >&2
-    return
-  fi
-  start=$(date +%s.%N)
-  echo "== $name: $*" >&2
-  "$@"
-  printf '{"step": "%s", "seconds": %.1f}\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)" >>"$TIMINGS"
-  mkdir -p "$OUT/.done" && touch "$OUT/.done/$name"
-}
+# shellcheck source=benchmarks/steps.sh
+source "$(dirname "${BASH_SOURCE[0]}")/steps.sh"
 
 # planted-fact (fact 0): 10 of 80 training rows say gold's symbol is Ag (it is Au); the detector
 # keeps the generations that repeat the false value.
