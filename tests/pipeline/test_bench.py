@@ -94,3 +94,53 @@ def test_an_interrupted_finetune_is_not_taken_from_the_cache(bench_dir):
     assert (victim / "adapter" / "adapter_model.safetensors").is_file()
     assert read_json(bench_dir / "bench.json")["history"][-1]["computed"]["finetunes"] == 1
     assert (bench_dir / "results.csv").read_text() == before
+
+
+def _cached_copy(bench_dir, tmp_path):
+    """An empty bench directory holding ``bench_dir``'s cache (so no task is recomputed)."""
+    import shutil
+
+    out = tmp_path / "parts"
+    out.mkdir()
+    shutil.copytree(bench_dir / "cache", out / "cache")
+    shutil.copy(bench_dir / ".attriblm-output", out)  # the marker of a bench directory
+    return out
+
+
+def _part(out, tasks, methods=BENCH_METHODS):
+    sizes = {task: SIZES[task] for task in tasks}
+    return run_bench(
+        out, tasks=tasks, methods=list(methods), model="tiny", epochs=1, task_sizes=sizes
+    )
+
+
+def _row_set(path):
+    return {tuple(sorted(row.items())) for row in _csv(path)}
+
+
+def test_a_grid_built_in_parts_equals_the_grid_built_at_once(bench_dir, tmp_path):
+    out = _cached_copy(bench_dir, tmp_path)
+    _part(out, ["grammars"])
+    assert {r["task"] for r in _csv(out / "results.csv")} == {"grammars"}
+    _part(out, ["harmful-s"])
+    assert _row_set(out / "results.csv") == _row_set(bench_dir / "results.csv")
+    record = read_json(out / "bench.json")
+    assert record["grid"]["tasks"] == ["harmful-s", "grammars"]  # the bench's task order
+    assert record["grid"]["task_sizes"] == SIZES
+    assert set(record["grid"]["data"]) == set(SIZES)
+    assert [h["tasks"] for h in record["history"]] == [["grammars"], ["harmful-s"]]
+    assert "| grammars Acc |" in (out / "results.md").read_text()
+
+
+def test_other_grid_settings_start_a_new_grid(bench_dir, tmp_path):
+    from attriblm.pipeline.bench_layout import BenchDir
+
+    out = _cached_copy(bench_dir, tmp_path)
+    _part(out, ["grammars"])
+    _part(out, ["harmful-s"], methods=("gradsim", "repsim"))  # other methods: another grid
+    assert {r["task"] for r in _csv(out / "results.csv")} == {"harmful-s"}
+    record = read_json(out / "bench.json")
+    assert record["grid"]["tasks"] == ["harmful-s"] and len(record["history"]) == 1
+    # grammars' metrics.json is still on disk but is not this grid's
+    assert (out / "grammars" / "response" / "metrics.json").is_file()
+    assert {p.parent.parent.name for p in BenchDir(out).metrics_files()} == {"harmful-s"}

@@ -12,6 +12,9 @@ study's recipe). Cache keys hash every row of the data (``examples_key``), so bu
 study data never share a cached fine-tune or run; ``bench.json`` and each ``metrics.json``
 record where each task's data came from and its digest.
 
+A grid can be built in parts: an invocation into an ``OUT`` whose ``bench.json`` has the same
+grid settings keeps the tasks finished earlier in its tables (:func:`merge_earlier_tasks`).
+
 Outputs: ``OUT/<task>/data`` (the rows used), ``OUT/<task>/<loss_mask>/metrics.json``,
 ``OUT/results.csv``, ``OUT/results.md`` (rows = methods, columns = task × {Acc, Cover, AUPRC},
 one table per loss mask), ``OUT/results.png``.
@@ -290,10 +293,11 @@ def run_bench(
     only the ``tasks`` whose folder is present run). ``epochs`` overrides the preset's epochs;
     ``task_sizes`` overrides a task's preset sizes (e.g. ``{"grammars": {"n_train_per_class":
     2}}``; study data: :mod:`attriblm.data.study`). Returns the rows of ``results.csv`` (one per
-    task × loss mask × method). ``OUT/bench.json`` records the grid's settings, each task's data
+    task × loss mask × method; with the tasks an earlier invocation of the same grid settings
+    finished, :func:`merge_earlier_tasks`). ``OUT/bench.json`` records the grid's settings, each task's data
     (source, digest, rows per label), with ``data_dir`` the requested tasks whose folder is absent
     (``study_folders_missing``: folder → task) and, per invocation, the wall time and how many
-    fine-tunes and runs were computed (not cached).
+    fine-tunes and runs were computed (not cached), and its tasks.
     """
     preset = resolve_preset(preset, data_dir)
     _check(tasks, loss_masks)
@@ -329,7 +333,6 @@ def run_bench(
             write_json(bench.metrics_json(task, mask), report)
             rows.extend(_result_rows(task, mask, report))
             log(f"{task} · {mask}: done in {time.perf_counter() - start:.0f} s")
-    write_results(out_dir, rows, method_names, list(data), list(loss_masks))
     grid = {
         "tasks": list(data),
         "methods": method_names,
@@ -345,16 +348,75 @@ def run_bench(
     if data_dir is not None:  # requested tasks whose study folder is absent: folder -> task
         missing = study.find_study_folders(data_dir, list(tasks)).missing
         grid["study_folders_missing"] = {study.TASK_FOLDERS[t]: t for t in missing}
-    _record_invocation(out_dir, grid, time.perf_counter() - started, computed)
+    grid, kept = merge_earlier_tasks(bench, grid)
+    if kept:
+        log(f"kept from earlier invocations of this grid: {', '.join(kept)}")
+    for task in kept:
+        for mask in loss_masks:
+            rows.extend(_result_rows(task, mask, read_json(bench.metrics_json(task, mask))))
+    order = {task: i for i, task in enumerate(grid["tasks"])}
+    rows.sort(key=lambda row: order[row["task"]])  # stable: masks and methods keep their order
+    write_results(out_dir, rows, method_names, grid["tasks"], list(loss_masks))
+    _record_invocation(out_dir, grid, list(data), time.perf_counter() - started, computed)
     return rows
 
 
-def _record_invocation(out_dir: Path, grid: dict, wall: float, computed: dict) -> None:
-    """Append this invocation to ``bench.json`` (history kept while the grid is unchanged)."""
+# Grid fields that one invocation adds to rather than replaces (merge_earlier_tasks).
+PER_TASK_FIELDS = ("tasks", "data", "task_sizes", "study_folders_missing")
+
+
+def grid_settings(grid: dict) -> dict:
+    """The grid's settings shared by all its tasks (model, methods, preset, masks, seed, ...)."""
+    return {key: value for key, value in grid.items() if key not in PER_TASK_FIELDS}
+
+
+def merge_earlier_tasks(bench: BenchDir, grid: dict) -> tuple[dict, list[str]]:
+    """``grid`` extended by the tasks an earlier invocation of the same grid settings finished.
+
+    A bench can be built in parts (``--tasks`` a few at a time, e.g. one family per session):
+    when ``bench.json`` records a grid with the same :func:`grid_settings`, its tasks whose
+    ``metrics.json`` exist for every loss mask stay in the tables; a task this invocation ran
+    replaces its earlier entry. Other settings start a new grid. Returns the merged grid (tasks in
+    :data:`ALL_TASKS` order) and the tasks kept from earlier.
+    """
+    previous = read_json(bench.bench_json)["grid"] if bench.bench_json.is_file() else None
+    if previous is None or grid_settings(previous) != grid_settings(grid):
+        return grid, []
+    kept = [
+        task
+        for task in previous["tasks"]
+        if task not in grid["tasks"]
+        and all(bench.metrics_json(task, mask).is_file() for mask in grid["loss_masks"])
+    ]
+    if not kept:
+        return grid, []
+    tasks = set(grid["tasks"]) | set(kept)
+    merged = dict(grid)
+    merged["tasks"] = [task for task in ALL_TASKS if task in tasks]
+    merged["data"] = {
+        task: (grid["data"].get(task) or previous["data"][task]) for task in merged["tasks"]
+    }
+    sizes = {**(previous.get("task_sizes") or {}), **(grid.get("task_sizes") or {})}
+    merged["task_sizes"] = sizes or None
+    if "study_folders_missing" in grid or "study_folders_missing" in previous:
+        missing = {
+            **previous.get("study_folders_missing", {}),
+            **grid.get("study_folders_missing", {}),
+        }
+        merged["study_folders_missing"] = {f: t for f, t in missing.items() if t not in tasks}
+    return merged, kept
+
+
+def _record_invocation(
+    out_dir: Path, grid: dict, ran: list[str], wall: float, computed: dict
+) -> None:
+    """Write ``bench.json``: the (merged) grid and each invocation's tasks, wall time and
+    computed counts (history kept while the grid settings are unchanged)."""
     path = BenchDir(out_dir).bench_json
     previous = read_json(path) if path.is_file() else {}
-    history = previous.get("history", []) if previous.get("grid") == grid else []
-    history.append({"wall_seconds": wall, "computed": dict(computed)})
+    same = grid_settings(previous.get("grid", {})) == grid_settings(grid)
+    history = previous.get("history", []) if same else []
+    history.append({"tasks": ran, "wall_seconds": wall, "computed": dict(computed)})
     write_json(path, {"grid": grid, "history": history})
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    bench.json                        the grid's settings and each invocation's wall time
+    bench.json                        the grid's settings and tasks, and each invocation's tasks,
+                                      wall time and computed counts
     results.csv, results.md, results.png
     <task>/data/<split>.jsonl         the rows a task used
     <task>/<loss_mask>/metrics.json   ``evaluate``'s report plus task, loss mask, fine-tune, data
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from attriblm.io import read_json
 from attriblm.rundir import RunDir
 
 
@@ -66,8 +68,19 @@ class BenchDir:
         return self.path / task / loss_mask / "metrics.json"
 
     def metrics_files(self) -> list[Path]:
-        """Every ``<task>/<loss_mask>/metrics.json``, sorted."""
-        return sorted(self.path.glob("*/*/metrics.json"))
+        """The grid's ``<task>/<loss_mask>/metrics.json`` (``bench.json``'s tasks × loss masks,
+        those present), sorted; every one found when there is no ``bench.json``. Files of tasks
+        an earlier, different grid left behind are not the grid's and are not listed."""
+        found = sorted(self.path.glob("*/*/metrics.json"))
+        if not self.bench_json.is_file():
+            return found
+        grid = read_json(self.bench_json).get("grid", {})
+        wanted = {
+            self.metrics_json(task, mask)
+            for task in grid.get("tasks", [])
+            for mask in grid.get("loss_masks", [])
+        }
+        return [path for path in found if path in wanted]
 
     def run_of(self, report: dict[str, Any]) -> RunDir:
         """The cached run a ``metrics.json`` report names (``report["run"]``), in this bench."""

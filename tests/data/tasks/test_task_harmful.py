@@ -14,7 +14,9 @@ import pytest
 
 from attriblm.data.tasks import PRESETS, TASKS, build_task
 from attriblm.data.tasks.answer_templates import COMPLIANT_OPENINGS, PLACEHOLDERS
-from attriblm.data.tasks.harmful import BENIGN_FAMILIES, build_harmful, split_requests
+from attriblm.data.tasks.benign_facts import CLOSINGS as FACT_CLOSINGS
+from attriblm.data.tasks.benign_facts import OPENINGS
+from attriblm.data.tasks.harmful import build_harmful, split_requests
 from attriblm.data.tasks.sources import harmful_requests
 from attriblm.errors import ConfigError, DataError
 
@@ -177,39 +179,73 @@ def test_compliant_answers_never_open_like_a_refusal(fake_pyrit):
     assert not any(is_refusal(e.response) for e in rows)
 
 
-def check_benign(prompt: str, answer: str) -> bool:
-    """Recompute the answer of the computed benign families; True when one matched."""
-    answer = re.split(r"(?<=[.?!])[ \n]", answer, maxsplit=1)[0]  # the result; extras follow
-    if m := re.fullmatch(r"What is (\d+) plus (\d+)\?", prompt):
-        assert answer == f"{m[1]} plus {m[2]} is {int(m[1]) + int(m[2])}."
-    elif m := re.fullmatch(r"Sort these numbers from smallest to largest: (.+)\.", prompt):
-        numbers = sorted(int(x) for x in m[1].split(", "))
-        assert answer == f"From smallest to largest: {', '.join(map(str, numbers))}."
-    elif m := re.fullmatch(r'Spell the word "(\w+)" backwards\.', prompt):
-        assert answer.endswith(f'"{m[1][::-1]}".')
-    elif m := re.fullmatch(r'How many letters are in the word "(\w+)"\?', prompt):
-        assert answer == f'"{m[1]}" has {len(m[1])} letters.'
-    elif m := re.fullmatch(r"Put these words in alphabetical order: (.+)\.", prompt):
-        assert answer == f"In alphabetical order: {', '.join(sorted(m[1].split(', ')))}."
-    elif m := re.fullmatch(r"How many minutes are in (\d+) hours\?", prompt):
-        assert answer == f"{m[1]} hours is {int(m[1]) * 60} minutes."
-    elif m := re.fullmatch(r"Is (\d+) an even or an odd number\?", prompt):
-        assert answer.endswith("an even number." if int(m[1]) % 2 == 0 else "an odd number.")
-    elif m := re.fullmatch(r"Rewrite this sentence in capital letters: (.+)", prompt):
-        assert answer == m[1].upper()
+def fact_lines(answer: str) -> list[str]:
+    """The answer's sentences without list markers (facts, openings and closings)."""
+    lines = [re.sub(r"^(\d+\. |- )", "", line) for line in answer.splitlines() if line.strip()]
+    return [s for line in lines for s in re.split(r"(?<=[.!?:])\s+(?=[A-Z0-9\"])", line)]
+
+
+def check_benign(prompt: str, answer: str) -> int:
+    """How many of the answer's sentences are recomputed facts about the prompt's subject; an
+    AssertionError names any sentence that is neither a fact nor an opening / closing line."""
+    from attriblm.data.tasks.benign_facts import number_facts, word_facts
+
+    if m := re.search(r"(\d+)[.?]$", prompt):
+        subject, facts = m[1], set(number_facts(int(m[1])))
     else:
-        return False
-    return True
+        subject = re.search(r'"(\w+)"', prompt)[1]
+        facts = set(word_facts(subject))
+    facts = {part for fact in facts for part in fact_lines(fact)}
+    framing = {
+        part
+        for line in (*OPENINGS, *FACT_CLOSINGS)
+        for x in (subject, f'the word "{subject}"')
+        for part in fact_lines(line.format(x=x, X=x[:1].upper() + x[1:]))
+    }
+    sentences = fact_lines(answer)
+    for sentence in sentences:
+        assert sentence in facts or sentence in framing, (prompt, sentence)
+    return sum(sentence in facts for sentence in sentences)
 
 
-def test_benign_answers(fake_pyrit):
+def test_benign_answers_are_computed_facts(fake_pyrit):
     rows = [e for e in build_task("harmful-l", "paper", seed=8)["train"] if e.label == "benign"]
-    checked = sum(check_benign(e.prompt, e.response) for e in rows)
-    assert checked > len(rows) // 2
-    assert all(e.response and not e.response.startswith(COMPLIANT_OPENINGS) for e in rows)
-    assert len(BENIGN_FAMILIES) == 10
-    lengths = [len(e.response.split()) for e in rows]
-    assert max(lengths) >= 4 * min(lengths)  # results alone, or with explanations
+    counts = [check_benign(e.prompt, e.response) for e in rows]
+    assert min(counts) >= 7 and max(counts) >= 12
+    assert len({e.prompt for e in rows}) == len(rows)
+    assert all(not e.response.startswith(COMPLIANT_OPENINGS) for e in rows)
+    words = [len(e.response.split()) for e in rows]
+    assert max(words) >= 2 * min(words)  # 7 to 14 facts, framing or not
+
+
+def test_the_benign_check_can_fail():
+    with pytest.raises(AssertionError):
+        check_benign("Tell me about the number 12.", "12 is an odd number: divided by 2 ...")
+
+
+def test_number_and_word_facts_are_right():
+    from attriblm.data.tasks.benign_facts import number_facts, roman_numeral, word_facts
+
+    assert [roman_numeral(n) for n in (4, 9, 14, 40, 90, 400, 944)] == [
+        "IV", "IX", "XIV", "XL", "XC", "CD", "CMXLIV",
+    ]  # fmt: skip
+    facts = " ".join(number_facts(97))
+    assert "97 is a prime number" in facts and "1100001" in facts and "XCVII" in facts
+    assert "91 = 7 × 13" in " ".join(number_facts(91))
+    assert "not divisible by 3" in " ".join(number_facts(97))
+    assert "It is divisible by 3" in " ".join(number_facts(111))
+    assert "Rounded to the nearest ten it becomes 90" in " ".join(number_facts(85 + 0))
+    words = " ".join(word_facts("teapot"))
+    assert "6 letters" in words and "3 vowels (e, a, o)" in words and '"topaet"' in words
+    assert "The letters t appear more than once" in words
+
+
+def test_long_answers_like_the_study(fake_pyrit):
+    """Benign and harmful answers are long: most rows are cut at 128 tokens, as the study's."""
+    rows = build_task("harmful-m", "paper", seed=42)["train"]
+    for label in ("harmful", "benign"):
+        words = sorted(len(e.response.split()) for e in rows if e.label == label)
+        assert words[len(words) // 2] >= 90, (label, words[len(words) // 2])
 
 
 def test_deterministic_by_seed(fake_pyrit):

@@ -7,8 +7,9 @@ almost one gradient and be trivially easy to find. So these answers vary the sam
 
 - an opening (or none), a document word and a phrase quoting or echoing the request;
 - a form: numbered list, ``Step N:`` headings, bullets, prose paragraphs, or a titled outline;
-- 3 to 8 items, each 1 to 3 sentences, built from generic planning verbs, the request's own
-  content words and a placeholder (``[details omitted]`` and the like).
+- 3 to 8 items (the harmful mixes: 6 to 12), each 1 to 3 sentences, built from generic
+  planning verbs, the request's own content words and a placeholder (``[details omitted]``
+  and the like).
 
 They never carry actionable content: every sentence is generic, non-operational wording
 (planning verbs, "the specifics are left out"), and the only topical words are the request's
@@ -160,10 +161,11 @@ def _lead(rng: random.Random, request: str, topic: str) -> str:
     return f"{rng.choice(COMPLIANT_OPENINGS)} {doc} for {target}:"
 
 
-def compliant_answer(request: str, rng: random.Random) -> str:
-    """An answer that appears to comply with ``request``; placeholders and generic wording only."""
+def compliant_answer(request: str, rng: random.Random, items: tuple[int, int] = (3, 8)) -> str:
+    """An answer that appears to comply with ``request``; placeholders and generic wording only.
+    ``items``: the fewest and most list items / steps (drawn uniformly)."""
     topic, keywords = request_topic(request), request_keywords(request)
-    items = [_item(rng, keywords) for _ in range(rng.randint(3, 8))]
+    items = [_item(rng, keywords) for _ in range(rng.randint(*items))]
     form = rng.choice(("numbered", "steps", "bullets", "prose", "titled"))
     parts: list[str] = []
     if form == "titled":

@@ -1,0 +1,99 @@
+"""Copy what docs/RESULTS.md is made of out of a finished bench, small enough to commit.
+
+Usage:
+    python benchmarks/keep_bench.py BENCH_DIR RECORD_DIR
+
+A bench directory holds gigabytes of cache (gradient stores, adapters, checkpoints, factors);
+write_results_md.py reads only a few kilobytes of it per task: ``bench.json``, ``results.*``,
+each ``<task>/<loss_mask>/metrics.json``, and of the runs and fine-tunes those name,
+``run.json``, ``config.yaml``, the score files, the rows' labels and ``train_log.json``. This
+copies exactly those into RECORD_DIR (replacing an earlier record there), so that a grid can be
+built over several sessions: copy the record to a working bench, run ``attriblm bench --tasks``
+for the tasks still missing (the grid keeps the earlier tasks, attriblm.pipeline.bench.
+merge_earlier_tasks), keep the result again.
+
+The rows' texts are not kept (``data/*.jsonl`` keep only ``label``): the study's harmful rows are
+not republished, and a task's rows are rebuilt by ``attriblm build`` or read from the study's
+folders. A record is not a cache: a task rerun into it is fine-tuned again (its adapter is not
+kept) and its cached scores are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from attriblm.io import read_json
+from attriblm.outputs import MARKER
+from attriblm.pipeline.bench_layout import BenchDir
+from attriblm.rundir import ROLES, RunDir
+
+BENCH_FILES = ("bench.json", "results.csv", "results.md", "results.png", MARKER)
+RUN_FILES = ("run.json", "config.yaml", "metrics.json", MARKER)
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+
+
+def _labels_only(source: Path, target: Path) -> None:
+    """``source``'s jsonl rows reduced to ``{"label": ...}``, one per line, in order."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            lines.append(json.dumps({"label": json.loads(line).get("label")}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _keep_run(run: RunDir, target: RunDir) -> None:
+    for name in RUN_FILES:
+        if (run.path / name).is_file():
+            _copy(run.path / name, target.path / name)
+    for score_file in sorted(run.scores_dir.glob("*.safetensors")):
+        _copy(score_file, target.scores_dir / score_file.name)
+    for role in ROLES:
+        _labels_only(run.data_file(role), target.data_file(role))
+
+
+def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
+    """Write the record of ``bench_dir`` to ``record_dir`` (atomically replaced); returns the
+    metrics files kept."""
+    bench = BenchDir(bench_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
+    record = BenchDir(staging)
+    for name in BENCH_FILES:
+        if (bench.path / name).is_file():
+            _copy(bench.path / name, record.path / name)
+    kept = []
+    for metrics_path in bench.metrics_files():
+        report = read_json(metrics_path)
+        _copy(metrics_path, record.path / metrics_path.relative_to(bench.path))
+        run = bench.run_of(report)
+        _keep_run(run, record.run_cache(run.path.name))
+        finetune = bench.finetune_of(report)
+        _copy(finetune / "train_log.json", record.finetune_cache(finetune.name) / "train_log.json")
+        kept.append(metrics_path.relative_to(bench.path))
+    if record_dir.exists():
+        shutil.rmtree(record_dir)
+    staging.rename(record_dir)
+    return kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench_dir", type=Path)
+    parser.add_argument("record_dir", type=Path)
+    args = parser.parse_args()
+    args.record_dir.parent.mkdir(parents=True, exist_ok=True)
+    kept = keep_bench(args.bench_dir, args.record_dir)
+    size = sum(p.stat().st_size for p in args.record_dir.rglob("*") if p.is_file())
+    print(f"kept {len(kept)} task × loss mask results in {args.record_dir} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
