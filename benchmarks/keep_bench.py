@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/keep_bench.py BENCH_DIR RECORD_DIR
+    python benchmarks/keep_bench.py --traces TRACES_DIR RECORD_DIR   # benchmarks/run_traces.sh OUT
 
 A bench directory holds gigabytes of cache (gradient stores, adapters, checkpoints, factors);
 write_results_md.py reads only a few kilobytes of it per task: ``bench.json``, ``results.*``,
@@ -16,6 +17,11 @@ The rows' texts are not kept (``data/*.jsonl`` keep only ``label``): the study's
 not republished, and a task's rows are rebuilt by ``attriblm build`` or read from the study's
 folders. A record is not a cache: a task rerun into it is fine-tuned again (its adapter is not
 kept) and its cached scores are reused.
+
+With ``--traces``, the same for the output of benchmarks/run_traces.sh: ``timings.jsonl`` and each
+``<task>/trace`` run, its ``generations.jsonl`` with the verdicts (``index``, ``kept``,
+``query``) and the prompt and generation texts emptied (the backdoor's prompts are AdvBench
+requests, which attriblm does not store).
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ def _keep_run(run: RunDir, target: RunDir) -> None:
     for score_file in sorted(run.scores_dir.glob("*.safetensors")):
         _copy(score_file, target.scores_dir / score_file.name)
     for role in ROLES:
-        _labels_only(run.data_file(role), target.data_file(role))
+        if run.data_file(role).is_file():
+            _labels_only(run.data_file(role), target.data_file(role))
 
 
 def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
@@ -84,15 +91,46 @@ def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
     return kept
 
 
+def _verdicts_only(source: Path, target: Path) -> None:
+    """``generations.jsonl`` with the texts emptied and the verdicts kept."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            lines.append(json.dumps({**row, "prompt": "", "generation": ""}))
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def keep_traces(traces_dir: Path, record_dir: Path) -> list[str]:
+    """Write the record of a run_traces.sh output (module docstring); returns the tasks kept."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
+    _copy(traces_dir / "timings.jsonl", staging / "timings.jsonl")
+    kept = []
+    for run_json in sorted(traces_dir.glob("*/trace/run.json")):
+        run, task = RunDir(run_json.parent), run_json.parent.parent.name
+        target = RunDir(staging / task / "trace")
+        _keep_run(run, target)
+        _verdicts_only(run.generations, target.generations)
+        kept.append(task)
+    if record_dir.exists():
+        shutil.rmtree(record_dir)
+    staging.rename(record_dir)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench_dir", type=Path)
+    parser.add_argument("--traces", action="store_true", help="SOURCE is a run_traces.sh OUT")
+    parser.add_argument("source", type=Path, help="a bench directory (or traces with --traces)")
     parser.add_argument("record_dir", type=Path)
     args = parser.parse_args()
     args.record_dir.parent.mkdir(parents=True, exist_ok=True)
-    kept = keep_bench(args.bench_dir, args.record_dir)
+    if args.traces:
+        what = f"traces of {', '.join(keep_traces(args.source, args.record_dir))}"
+    else:
+        what = f"{len(keep_bench(args.source, args.record_dir))} task × loss mask results"
     size = sum(p.stat().st_size for p in args.record_dir.rglob("*") if p.is_file())
-    print(f"kept {len(kept)} task × loss mask results in {args.record_dir} ({size / 1e6:.1f} MB)")
+    print(f"kept {what} in {args.record_dir} ({size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

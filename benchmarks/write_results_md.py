@@ -351,8 +351,9 @@ TRACE_TASKS = {
 TRACES_HEADER = """## Tracing the model's own generations
 
 Made by `benchmarks/run_traces.sh {shown}` ({minutes:.1f} min of wall time, 2 CPU cores): fine-tune
-the default model with the quick recipe (3 epochs, learning rate 0.001, batch 8, LoRA r 4 on
-q_proj, v_proj; not the study's), generate greedily for the task's test prompts, keep the
+the default model with the quick recipe (learning rate 0.001, batch 8, LoRA r 4 on q_proj,
+v_proj; not the study's; 3 epochs for planted-fact, 10 for backdoor-1, whose trigger does not
+take at 3), generate greedily for the task's test prompts, keep the
 generations that show the behaviour, and attribute each kept one to the training rows
 (`attriblm trace`). P@k and auPRC@k are the pooled top-k numbers over all kept generations
 (relevance = the target label; attriblm.metrics.pooled); Acc and Cover are per query.

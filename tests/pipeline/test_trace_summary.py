@@ -84,3 +84,19 @@ def test_results_section_lists_traced_tasks_and_names_the_missing_one(tmp_path):
     assert "### planted-fact" in section and "kept 3 of 4" in section
     missing = script["not_regenerated_section"]([], [], True, "old.md", tasks)
     assert "the trace of backdoor-1" in missing and "planted-fact (" not in missing
+
+
+def test_kept_traces_give_the_same_section_without_the_texts(tmp_path):
+    traces, record = tmp_path / "traces", tmp_path / "record"
+    make_trace_run(traces / "planted-fact")
+    (traces / "timings.jsonl").write_text('{"step": "a", "seconds": 120.0}\n')
+    keep = runpy.run_path(str(SCRIPT.parent / "keep_bench.py"))["keep_traces"]
+    assert keep(traces, record) == ["planted-fact"]
+    script = runpy.run_path(str(SCRIPT), run_name="write_results_md")
+    section = script["traces_section"]
+    assert section(record, "traces", ["planted-fact"]) == section(
+        traces, "traces", ["planted-fact"]
+    )
+    rows = RunDir(record / "planted-fact" / "trace").read_generations()
+    assert [r["kept"] for r in rows] == [True, False, True, True]
+    assert {r["prompt"] for r in rows} == {r["generation"] for r in rows} == {""}
