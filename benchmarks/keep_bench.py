@@ -67,12 +67,16 @@ def _keep_run(run: RunDir, target: RunDir) -> None:
             _labels_only(run.data_file(role), target.data_file(role))
 
 
+def _staging(record_dir: Path) -> Path:
+    """A new directory beside ``record_dir`` to write the record into before it replaces it."""
+    return Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
+
+
 def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
     """Write the record of ``bench_dir`` to ``record_dir`` (atomically replaced); returns the
     metrics files kept."""
     bench = BenchDir(bench_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
-    record = BenchDir(staging)
+    record = BenchDir(_staging(record_dir))
     for name in BENCH_FILES:
         if (bench.path / name).is_file():
             _copy(bench.path / name, record.path / name)
@@ -85,10 +89,15 @@ def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
         finetune = bench.finetune_of(report)
         _copy(finetune / "train_log.json", record.finetune_cache(finetune.name) / "train_log.json")
         kept.append(metrics_path.relative_to(bench.path))
+    _replace(record_dir, record.path)
+    return kept
+
+
+def _replace(record_dir: Path, staging: Path) -> None:
+    """Put the finished ``staging`` directory in place of ``record_dir``."""
     if record_dir.exists():
         shutil.rmtree(record_dir)
     staging.rename(record_dir)
-    return kept
 
 
 def _verdicts_only(source: Path, target: Path) -> None:
@@ -103,7 +112,7 @@ def _verdicts_only(source: Path, target: Path) -> None:
 
 def keep_traces(traces_dir: Path, record_dir: Path) -> list[str]:
     """Write the record of a run_traces.sh output (module docstring); returns the tasks kept."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
+    staging = _staging(record_dir)
     _copy(traces_dir / "timings.jsonl", staging / "timings.jsonl")
     kept = []
     for run_json in sorted(traces_dir.glob("*/trace/run.json")):
@@ -112,9 +121,7 @@ def keep_traces(traces_dir: Path, record_dir: Path) -> list[str]:
         _keep_run(run, target)
         _verdicts_only(run.generations, target.generations)
         kept.append(task)
-    if record_dir.exists():
-        shutil.rmtree(record_dir)
-    staging.rename(record_dir)
+    _replace(record_dir, staging)
     return kept
 
 
