@@ -294,10 +294,10 @@ def run_bench(
     ``task_sizes`` overrides a task's preset sizes (e.g. ``{"grammars": {"n_train_per_class":
     2}}``; study data: :mod:`attriblm.data.study`). Returns the rows of ``results.csv`` (one per
     task × loss mask × method; with the tasks an earlier invocation of the same grid settings
-    finished, :func:`merge_earlier_tasks`). ``OUT/bench.json`` records the grid's settings, each task's data
-    (source, digest, rows per label), with ``data_dir`` the requested tasks whose folder is absent
-    (``study_folders_missing``: folder → task) and, per invocation, the wall time and how many
-    fine-tunes and runs were computed (not cached), and its tasks.
+    finished, :func:`merge_earlier_tasks`). ``OUT/bench.json`` records the grid's settings, each
+    task's data (source, digest, rows per label), with ``data_dir`` the requested tasks whose
+    folder is absent (``study_folders_missing``: folder → task) and, per invocation, its tasks,
+    the wall time and how many fine-tunes and runs were computed (not cached).
     """
     preset = resolve_preset(preset, data_dir)
     _check(tasks, loss_masks)
