@@ -27,15 +27,13 @@ requests, which attriblm does not store).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import tempfile
 from pathlib import Path
 
-from attriblm.io import read_json
+from attriblm.io import read_json, staged_directory, write_jsonl
 from attriblm.outputs import MARKER
 from attriblm.pipeline.bench_layout import BenchDir
-from attriblm.rundir import ROLES, RunDir
+from attriblm.rundir import ROLES, RunDir, read_jsonl
 
 BENCH_FILES = ("bench.json", "results.csv", "results.md", "results.png", MARKER)
 RUN_FILES = ("run.json", "config.yaml", "metrics.json", MARKER)
@@ -48,12 +46,7 @@ def _copy(source: Path, target: Path) -> None:
 
 def _labels_only(source: Path, target: Path) -> None:
     """``source``'s jsonl rows reduced to ``{"label": ...}``, one per line, in order."""
-    lines = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            lines.append(json.dumps({"label": json.loads(line).get("label")}))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_jsonl(target, ({"label": row.get("label")} for row in read_jsonl(source)))
 
 
 def _keep_run(run: RunDir, target: RunDir) -> None:
@@ -67,61 +60,44 @@ def _keep_run(run: RunDir, target: RunDir) -> None:
             _labels_only(run.data_file(role), target.data_file(role))
 
 
-def _staging(record_dir: Path) -> Path:
-    """A new directory beside ``record_dir`` to write the record into before it replaces it."""
-    return Path(tempfile.mkdtemp(prefix=f".{record_dir.name}.", dir=record_dir.parent))
-
-
 def keep_bench(bench_dir: Path, record_dir: Path) -> list[Path]:
     """Write the record of ``bench_dir`` to ``record_dir`` (atomically replaced); returns the
     metrics files kept."""
     bench = BenchDir(bench_dir)
-    record = BenchDir(_staging(record_dir))
-    for name in BENCH_FILES:
-        if (bench.path / name).is_file():
-            _copy(bench.path / name, record.path / name)
     kept = []
-    for metrics_path in bench.metrics_files():
-        report = read_json(metrics_path)
-        _copy(metrics_path, record.path / metrics_path.relative_to(bench.path))
-        run = bench.run_of(report)
-        _keep_run(run, record.run_cache(run.path.name))
-        finetune = bench.finetune_of(report)
-        _copy(finetune / "train_log.json", record.finetune_cache(finetune.name) / "train_log.json")
-        kept.append(metrics_path.relative_to(bench.path))
-    _replace(record_dir, record.path)
+    with staged_directory(record_dir) as staging:
+        record = BenchDir(staging)
+        for name in BENCH_FILES:
+            if (bench.path / name).is_file():
+                _copy(bench.path / name, record.path / name)
+        for metrics_path in bench.metrics_files():
+            report = read_json(metrics_path)
+            _copy(metrics_path, record.path / metrics_path.relative_to(bench.path))
+            run = bench.run_of(report)
+            _keep_run(run, record.run_cache(run.path.name))
+            finetune = bench.finetune_of(report)
+            log = finetune / "train_log.json"
+            _copy(log, record.finetune_cache(finetune.name) / "train_log.json")
+            kept.append(metrics_path.relative_to(bench.path))
     return kept
-
-
-def _replace(record_dir: Path, staging: Path) -> None:
-    """Put the finished ``staging`` directory in place of ``record_dir``."""
-    if record_dir.exists():
-        shutil.rmtree(record_dir)
-    staging.rename(record_dir)
 
 
 def _verdicts_only(source: Path, target: Path) -> None:
     """``generations.jsonl`` with the texts emptied and the verdicts kept."""
-    lines = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            lines.append(json.dumps({**row, "prompt": "", "generation": ""}))
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_jsonl(target, ({**row, "prompt": "", "generation": ""} for row in read_jsonl(source)))
 
 
 def keep_traces(traces_dir: Path, record_dir: Path) -> list[str]:
     """Write the record of a run_traces.sh output (module docstring); returns the tasks kept."""
-    staging = _staging(record_dir)
-    _copy(traces_dir / "timings.jsonl", staging / "timings.jsonl")
     kept = []
-    for run_json in sorted(traces_dir.glob("*/trace/run.json")):
-        run, task = RunDir(run_json.parent), run_json.parent.parent.name
-        target = RunDir(staging / task / "trace")
-        _keep_run(run, target)
-        _verdicts_only(run.generations, target.generations)
-        kept.append(task)
-    _replace(record_dir, staging)
+    with staged_directory(record_dir) as staging:
+        _copy(traces_dir / "timings.jsonl", staging / "timings.jsonl")
+        for run_json in sorted(traces_dir.glob("*/trace/run.json")):
+            run, task = RunDir(run_json.parent), run_json.parent.parent.name
+            target = RunDir(staging / task / "trace")
+            _keep_run(run, target)
+            _verdicts_only(run.generations, target.generations)
+            kept.append(task)
     return kept
 
 
@@ -131,7 +107,6 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="a bench directory (or traces with --traces)")
     parser.add_argument("record_dir", type=Path)
     args = parser.parse_args()
-    args.record_dir.parent.mkdir(parents=True, exist_ok=True)
     if args.traces:
         what = f"traces of {', '.join(keep_traces(args.source, args.record_dir))}"
     else:

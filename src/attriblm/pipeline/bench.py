@@ -348,7 +348,8 @@ def run_bench(
     if data_dir is not None:  # requested tasks whose study folder is absent: folder -> task
         missing = study.find_study_folders(data_dir, list(tasks)).missing
         grid["study_folders_missing"] = {study.TASK_FOLDERS[t]: t for t in missing}
-    grid, kept = merge_earlier_tasks(bench, grid)
+    earlier = read_json(bench.bench_json) if bench.bench_json.is_file() else {}
+    grid, kept = merge_earlier_tasks(bench, grid, earlier.get("grid"))
     if kept:
         log(f"kept from earlier invocations of this grid: {', '.join(kept)}")
     for task in kept:
@@ -357,7 +358,7 @@ def run_bench(
     order = {task: i for i, task in enumerate(grid["tasks"])}
     rows.sort(key=lambda row: order[row["task"]])  # stable: masks and methods keep their order
     write_results(out_dir, rows, method_names, grid["tasks"], list(loss_masks))
-    _record_invocation(out_dir, grid, list(data), time.perf_counter() - started, computed)
+    _record_invocation(bench, earlier, grid, list(data), time.perf_counter() - started, computed)
     return rows
 
 
@@ -370,16 +371,18 @@ def grid_settings(grid: dict) -> dict:
     return {key: value for key, value in grid.items() if key not in PER_TASK_FIELDS}
 
 
-def merge_earlier_tasks(bench: BenchDir, grid: dict) -> tuple[dict, list[str]]:
+def merge_earlier_tasks(
+    bench: BenchDir, grid: dict, previous: dict | None
+) -> tuple[dict, list[str]]:
     """``grid`` extended by the tasks an earlier invocation of the same grid settings finished.
 
     A bench can be built in parts (``--tasks`` a few at a time, e.g. one family per session):
-    when ``bench.json`` records a grid with the same :func:`grid_settings`, its tasks whose
+    when ``previous`` (the grid ``bench.json`` records, ``None`` if none) has the same
+    :func:`grid_settings`, its tasks whose
     ``metrics.json`` exist for every loss mask stay in the tables; a task this invocation ran
     replaces its earlier entry. Other settings start a new grid. Returns the merged grid (tasks in
     :data:`ALL_TASKS` order) and the tasks kept from earlier.
     """
-    previous = read_json(bench.bench_json)["grid"] if bench.bench_json.is_file() else None
     if previous is None or grid_settings(previous) != grid_settings(grid):
         return grid, []
     kept = [
@@ -408,16 +411,15 @@ def merge_earlier_tasks(bench: BenchDir, grid: dict) -> tuple[dict, list[str]]:
 
 
 def _record_invocation(
-    out_dir: Path, grid: dict, ran: list[str], wall: float, computed: dict
+    bench: BenchDir, previous: dict, grid: dict, ran: list[str], wall: float, computed: dict
 ) -> None:
     """Write ``bench.json``: the (merged) grid and each invocation's tasks, wall time and
-    computed counts (history kept while the grid settings are unchanged)."""
-    path = BenchDir(out_dir).bench_json
-    previous = read_json(path) if path.is_file() else {}
+    computed counts (history kept from ``previous``, the earlier ``bench.json``, while the grid
+    settings are unchanged)."""
     same = grid_settings(previous.get("grid", {})) == grid_settings(grid)
     history = previous.get("history", []) if same else []
     history.append({"tasks": ran, "wall_seconds": wall, "computed": dict(computed)})
-    write_json(path, {"grid": grid, "history": history})
+    write_json(bench.bench_json, {"grid": grid, "history": history})
 
 
 def _result_rows(task: str, mask: str, report: dict) -> list[dict]:
